@@ -1,0 +1,1094 @@
+// Long-tail service web UI: vanilla JS (ES2020), no build step, no external resources.
+// All text from the API is inserted with textContent (through el()), never as HTML.
+"use strict";
+
+(() => {
+  const TOKEN_KEY = "longtail.apiToken";
+  const PLOT_KINDS = [
+    ["per-class", "Per-class accuracy vs training count"],
+    ["curves", "Metric per epoch"],
+    ["shots", "Many / medium / few-shot accuracy"],
+    ["calibration", "Reliability diagram"],
+  ];
+  const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
+  const STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"];
+  const LIST_REFRESH_MS = 4000;
+  const POLL_MS = 3000;
+  const PAGE_SIZE = 50;
+  const IGNORED_CONFIG_KEYS = new Set(["loss", "branch", "branch_index", "is_control", "sample_index", "trial_id"]);
+
+  // ------------------------------------------------------------------------------------------------------------
+  // Small helpers
+  // ------------------------------------------------------------------------------------------------------------
+
+  /** Create an element; string/number children become text nodes (never parsed as HTML). */
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs || {})) {
+      if (value === null || value === undefined || value === false) continue;
+      if (key === "class") node.className = value;
+      else if (key === "dataset") Object.assign(node.dataset, value);
+      else if (key.startsWith("on") && typeof value === "function") node.addEventListener(key.slice(2), value);
+      else if (value === true) node.setAttribute(key, "");
+      else node.setAttribute(key, String(value));
+    }
+    append(node, children);
+    return node;
+  }
+
+  function append(node, children) {
+    for (const child of children.flat(Infinity)) {
+      if (child === null || child === undefined || child === false) continue;
+      node.appendChild(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
+
+  function isNum(v) {
+    return typeof v === "number" && Number.isFinite(v);
+  }
+
+  function fmtNum(v, digits = 4) {
+    return isNum(v) ? v.toFixed(digits) : "–";
+  }
+
+  function fmtPct(v) {
+    return isNum(v) ? `${(v * 100).toFixed(1)}%` : "–";
+  }
+
+  function fmtSigned(v, digits = 4) {
+    if (!isNum(v)) return "–";
+    const s = v.toFixed(digits);
+    return v > 0 ? `+${s}` : s;
+  }
+
+  /** ISO 8601 -> Date; a timestamp without an offset is taken as UTC. */
+  function parseTime(iso) {
+    if (!iso || typeof iso !== "string") return null;
+    const hasZone = /([zZ]|[+-]\d\d:?\d\d)$/.test(iso);
+    const d = new Date(hasZone ? iso : `${iso}Z`);
+    return Number.isNaN(d.getTime()) ? null : d;
+  }
+
+  function fmtAge(iso) {
+    const d = parseTime(iso);
+    if (!d) return "–";
+    const s = Math.max(0, (Date.now() - d.getTime()) / 1000);
+    if (s < 60) return `${Math.floor(s)} s ago`;
+    if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+    if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
+    return `${Math.floor(s / 86400)} d ago`;
+  }
+
+  function fmtDate(iso) {
+    const d = parseTime(iso);
+    return d ? d.toLocaleString() : "–";
+  }
+
+  function fmtDuration(fromIso, toIso) {
+    const a = parseTime(fromIso);
+    const b = toIso ? parseTime(toIso) : new Date();
+    if (!a || !b) return "–";
+    let s = Math.max(0, Math.round((b.getTime() - a.getTime()) / 1000));
+    const h = Math.floor(s / 3600);
+    s -= h * 3600;
+    const m = Math.floor(s / 60);
+    s -= m * 60;
+    return h ? `${h} h ${m} min` : m ? `${m} min ${s} s` : `${s} s`;
+  }
+
+  function timeEl(iso, text) {
+    return el("time", { datetime: iso || null, title: iso ? fmtDate(iso) : null }, text);
+  }
+
+  function badge(status) {
+    const s = String(status || "unknown");
+    return el("span", { class: `badge status-${s.replace(/[^a-z_-]/gi, "")}` }, s);
+  }
+
+  function pretty(metric) {
+    return String(metric || "").replace(/_/g, " ");
+  }
+
+  /** Flatten a config for a compact display: {"loss_params": {"gamma": 2}} -> "loss_params.gamma=2". */
+  function flatConfig(config, prefix = "", out = []) {
+    if (!config || typeof config !== "object") return out;
+    for (const [key, value] of Object.entries(config)) {
+      const name = prefix ? `${prefix}.${key}` : key;
+      if (value && typeof value === "object" && !Array.isArray(value)) flatConfig(value, name, out);
+      else out.push([name, value]);
+    }
+    return out;
+  }
+
+  /** "control (ce)": the control trial's branch is "control" (or the loss name). */
+  function controlLabel(trial) {
+    const loss = trial && trial.config && typeof trial.config.loss === "string" ? trial.config.loss : null;
+    const name = trial && trial.branch && trial.branch !== "control" ? trial.branch : loss || "ce";
+    return `control (${name})`;
+  }
+
+  function fmtValue(v) {
+    if (isNum(v)) return Number.isInteger(v) ? String(v) : String(Number(v.toPrecision(4)));
+    return typeof v === "string" ? v : JSON.stringify(v);
+  }
+
+  // ------------------------------------------------------------------------------------------------------------
+  // API access (token auth, JSON errors)
+  // ------------------------------------------------------------------------------------------------------------
+
+  class ApiError extends Error {
+    constructor(status, code, message, details) {
+      super(message);
+      this.name = "ApiError";
+      this.status = status;
+      this.code = code;
+      this.details = details;
+    }
+  }
+
+  function getToken() {
+    try {
+      return sessionStorage.getItem(TOKEN_KEY) || "";
+    } catch {
+      return "";
+    }
+  }
+
+  function setToken(token) {
+    try {
+      if (token) sessionStorage.setItem(TOKEN_KEY, token);
+      else sessionStorage.removeItem(TOKEN_KEY);
+    } catch {
+      /* storage unavailable (private mode): the token just is not kept */
+    }
+    updateAuthUi();
+  }
+
+  function authHeaders(extra) {
+    const headers = { ...(extra || {}) };
+    const token = getToken();
+    if (token) headers.Authorization = `Bearer ${token}`;
+    return headers;
+  }
+
+  async function errorFrom(response) {
+    let code = `http_${response.status}`;
+    let message = `${response.status} ${response.statusText || "error"}`;
+    let details = null;
+    try {
+      const body = await response.json();
+      if (body && body.error) {
+        code = body.error.code || code;
+        message = body.error.message || message;
+        details = body.error.details ?? null;
+      } else if (body && body.detail) {
+        message = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
+      }
+    } catch {
+      /* not JSON */
+    }
+    return new ApiError(response.status, code, message, details);
+  }
+
+  /** fetch with the auth header; a 401 shows the token form. Resolves to the Response (ok) or throws ApiError. */
+  async function request(path, { signal, accept = "application/json" } = {}) {
+    let response;
+    try {
+      response = await fetch(path, { headers: authHeaders({ Accept: accept }), signal, cache: "no-store" });
+    } catch (err) {
+      if (err && err.name === "AbortError") throw err;
+      throw new ApiError(0, "network", "Cannot reach the service (network error).", null);
+    }
+    if (response.ok) return response;
+    const error = await errorFrom(response);
+    if (response.status === 401) needToken(error.message);
+    throw error;
+  }
+
+  async function getJson(path, opts) {
+    const response = await request(path, opts);
+    return response.json();
+  }
+
+  function isAbort(err) {
+    return err && err.name === "AbortError";
+  }
+
+  // ------------------------------------------------------------------------------------------------------------
+  // Page chrome: messages, token form, sign out
+  // ------------------------------------------------------------------------------------------------------------
+
+  const $ = (id) => document.getElementById(id);
+
+  function showMessage(text, kind = "error") {
+    const box = $("message");
+    if (!box) return;
+    if (!text) {
+      box.hidden = true;
+      box.textContent = "";
+      return;
+    }
+    box.textContent = text;
+    box.className = kind === "info" ? "message info" : "message";
+    box.hidden = false;
+  }
+
+  function updateAuthUi() {
+    const has = Boolean(getToken());
+    $("sign-out").hidden = !has;
+    $("auth-state").hidden = !has;
+  }
+
+  let tokenWanted = false;
+
+  function needToken(reason) {
+    if (tokenWanted) return;
+    tokenWanted = true;
+    stopView(); // no more polling with a rejected token
+    const had = Boolean(getToken());
+    $("token-reason").textContent = had
+      ? `The API rejected the token${reason ? ` (${reason})` : ""}. Enter another one.`
+      : "This service needs an API token. It is kept in this browser tab only (sessionStorage).";
+    $("token-panel").hidden = false;
+    $("main").replaceChildren();
+    showMessage("");
+    const input = $("token-input");
+    input.value = "";
+    input.focus();
+  }
+
+  function setupChrome() {
+    $("token-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const token = $("token-input").value.trim();
+      if (!token) return;
+      setToken(token);
+      tokenWanted = false;
+      $("token-panel").hidden = true;
+      route();
+    });
+    $("sign-out").addEventListener("click", () => {
+      setToken("");
+      tokenWanted = false;
+      $("token-panel").hidden = true;
+      route();
+    });
+    updateAuthUi();
+  }
+
+  // ------------------------------------------------------------------------------------------------------------
+  // Views and routing
+  // ------------------------------------------------------------------------------------------------------------
+
+  /** The current view's resources: an AbortController for its requests, timers and object URLs to free. */
+  let view = null;
+
+  function newView() {
+    stopView();
+    view = { controller: new AbortController(), timers: new Set(), urls: new Set(), stopped: false };
+    return view;
+  }
+
+  function stopView() {
+    if (!view) return;
+    view.stopped = true;
+    view.controller.abort();
+    for (const t of view.timers) clearTimeout(t);
+    for (const u of view.urls) URL.revokeObjectURL(u);
+    view = null;
+  }
+
+  function later(v, ms, fn) {
+    if (v.stopped) return;
+    const t = setTimeout(() => {
+      v.timers.delete(t);
+      if (!v.stopped) fn();
+    }, ms);
+    v.timers.add(t);
+  }
+
+  function route() {
+    if (tokenWanted) return;
+    showMessage("");
+    const hash = location.hash || "#/";
+    const m = hash.match(/^#\/jobs\/([^/?#]+)\/?$/);
+    const main = $("main");
+    if (m) {
+      let id;
+      try {
+        id = decodeURIComponent(m[1]);
+      } catch {
+        id = m[1];
+      }
+      jobPage(main, id);
+    } else {
+      jobsPage(main);
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------------------------
+  // #/ : the jobs list
+  // ------------------------------------------------------------------------------------------------------------
+
+  const listState = { status: "", pages: 1 };
+
+  function jobsPage(main) {
+    const v = newView();
+    document.title = "Jobs · Long-tail service";
+    const tbody = el("tbody", {}, el("tr", {}, el("td", { class: "empty", colspan: 5 }, "Loading jobs…")));
+    const filter = el(
+      "select",
+      { id: "status-filter" },
+      el("option", { value: "" }, "all"),
+      STATUSES.map((s) => el("option", { value: s }, s)),
+    );
+    filter.value = listState.status;
+    const updated = el("span", { class: "muted", "aria-live": "polite" });
+    const more = el("button", { type: "button", class: "secondary", id: "load-more", hidden: true }, "Load more");
+    const refreshBtn = el("button", { type: "button", class: "secondary", id: "refresh-jobs" }, "Refresh");
+
+    main.replaceChildren(
+      el("h1", {}, "Jobs"),
+      el(
+        "div",
+        { class: "toolbar" },
+        el("label", { for: "status-filter" }, "Status"),
+        filter,
+        refreshBtn,
+        el("span", { class: "spacer" }),
+        updated,
+      ),
+      el(
+        "table",
+        { id: "jobs-table", "aria-label": "Jobs" },
+        el(
+          "thead",
+          {},
+          el(
+            "tr",
+            {},
+            el("th", { scope: "col" }, "Name"),
+            el("th", { scope: "col" }, "Status"),
+            el("th", { scope: "col", class: "num" }, "Trials done / total"),
+            el("th", { scope: "col", class: "num" }, "Best metric"),
+            el("th", { scope: "col" }, "Created"),
+          ),
+        ),
+        tbody,
+      ),
+      el("div", { class: "toolbar" }, more),
+    );
+
+    let busy = false;
+    async function load() {
+      if (busy || v.stopped) return;
+      busy = true;
+      try {
+        const jobs = [];
+        let cursor = null;
+        let next = null;
+        for (let page = 0; page < listState.pages; page++) {
+          const params = new URLSearchParams({ limit: String(PAGE_SIZE) });
+          if (listState.status) params.set("status", listState.status);
+          if (cursor) params.set("cursor", cursor);
+          const data = await getJson(`/jobs?${params}`, { signal: v.controller.signal });
+          jobs.push(...(Array.isArray(data.items) ? data.items : []));
+          next = data.next_cursor || null;
+          if (!next) break;
+          cursor = next;
+        }
+        if (v.stopped) return;
+        renderRows(tbody, jobs);
+        more.hidden = !next;
+        updated.textContent = `Updated ${new Date().toLocaleTimeString()}`;
+        showMessage("");
+      } catch (err) {
+        if (isAbort(err) || v.stopped) return;
+        if (err.status === 401) return;
+        showMessage(`Could not load the jobs: ${err.message}`);
+      } finally {
+        busy = false;
+      }
+      schedule();
+    }
+
+    function schedule() {
+      for (const t of v.timers) clearTimeout(t);
+      v.timers.clear();
+      later(v, LIST_REFRESH_MS, () => (document.hidden ? schedule() : load()));
+    }
+
+    filter.addEventListener("change", () => {
+      listState.status = filter.value;
+      listState.pages = 1;
+      load();
+    });
+    refreshBtn.addEventListener("click", () => load());
+    more.addEventListener("click", () => {
+      listState.pages += 1;
+      load();
+    });
+    load();
+  }
+
+  function renderRows(tbody, jobs) {
+    if (!jobs.length) {
+      const msg = listState.status ? `No ${listState.status} jobs.` : "No jobs yet.";
+      tbody.replaceChildren(el("tr", {}, el("td", { class: "empty", colspan: 5 }, msg)));
+      return;
+    }
+    // Keep the focused link focused across refreshes.
+    const focusedId = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.jobId : null;
+    const rows = jobs.map((job) => {
+      const p = job.progress || {};
+      const total = isNum(p.trials_total) ? p.trials_total : "?";
+      const done = isNum(p.trials_done) ? p.trials_done : 0;
+      const running = isNum(p.trials_running) && p.trials_running > 0 ? ` (${p.trials_running} running)` : "";
+      const best = isNum(p.best_value) ? `${fmtNum(p.best_value)} ${pretty(p.metric)}` : "–";
+      const link = el(
+        "a",
+        { class: "job-link", href: `#/jobs/${encodeURIComponent(job.id)}`, dataset: { jobId: String(job.id) } },
+        job.name || job.id,
+      );
+      return el(
+        "tr",
+        { class: "job-row", dataset: { jobId: String(job.id), status: String(job.status || "") } },
+        el("td", {}, link, job.owner ? el("div", { class: "muted" }, job.owner) : null),
+        el("td", {}, badge(job.status)),
+        el("td", { class: "num" }, `${done}/${total}${running}`),
+        el("td", { class: "num" }, best),
+        el("td", {}, timeEl(job.created_at, fmtAge(job.created_at))),
+      );
+    });
+    tbody.replaceChildren(...rows);
+    if (focusedId) {
+      const again = Array.from(tbody.querySelectorAll("a.job-link")).find((a) => a.dataset.jobId === focusedId);
+      if (again) again.focus();
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------------------------
+  // #/jobs/<id> : one job
+  // ------------------------------------------------------------------------------------------------------------
+
+  function jobPage(main, id) {
+    const v = newView();
+    const base = `/jobs/${encodeURIComponent(id)}`;
+    const state = {
+      job: null,
+      result: null,
+      trials: new Map(), // trial_id -> {branch, is_control, status, epochs, last, best}
+      live: "idle",
+      resultsBusy: false,
+      plotsBusy: false,
+      lastProgressKey: "",
+    };
+
+    const sections = {
+      head: el("div", { id: "job-head" }),
+      progress: el("section", { id: "job-progress", "aria-labelledby": "progress-title" }),
+      results: el("section", { id: "job-results", "aria-labelledby": "results-title" }),
+      plots: el("section", { id: "job-plots", "aria-labelledby": "plots-title" }),
+      spec: el("div", { id: "job-spec" }),
+    };
+    const log = el("ol", { class: "event-log", id: "event-log", "aria-label": "Recent events" });
+    const liveState = el("span", { class: "live-state muted", id: "live-state", "aria-live": "polite" });
+    const trialsBody = el("tbody");
+
+    main.replaceChildren(
+      el(
+        "div",
+        { id: "job-page", dataset: { jobId: id } },
+        el("p", {}, el("a", { href: "#/" }, "← All jobs")),
+        sections.head,
+        sections.spec,
+        sections.progress,
+        sections.results,
+        sections.plots,
+      ),
+    );
+    sections.head.append(el("h1", {}, `Job ${id}`), el("p", { class: "muted" }, "Loading…"));
+
+    // --- rendering -------------------------------------------------------------------------------------------
+
+    function renderHead() {
+      const job = state.job;
+      document.title = `${job.name || job.id} · Long-tail service`;
+      const meta = el("dl", { class: "meta" });
+      const add = (k, ...vals) => meta.append(el("dt", {}, k), el("dd", {}, ...vals));
+      add("Id", el("code", {}, job.id));
+      if (job.owner) add("Owner", job.owner);
+      add("Created", timeEl(job.created_at, `${fmtDate(job.created_at)} (${fmtAge(job.created_at)})`));
+      if (job.started_at) add("Started", timeEl(job.started_at, fmtDate(job.started_at)));
+      if (job.finished_at) add("Finished", timeEl(job.finished_at, fmtDate(job.finished_at)));
+      if (job.started_at) add("Duration", fmtDuration(job.started_at, job.finished_at));
+      sections.head.replaceChildren(
+        el("div", { class: "job-head" }, el("h1", {}, job.name || job.id), badge(job.status)),
+        meta,
+        job.error ? el("div", { class: "error-box", role: "status" }, `Error: ${job.error}`) : null,
+      );
+      if (!sections.spec.firstChild) {
+        sections.spec.append(
+          el(
+            "details",
+            { class: "spec" },
+            el("summary", {}, "Job spec"),
+            el("pre", { id: "job-spec-json" }, JSON.stringify(job.spec ?? {}, null, 2)),
+          ),
+        );
+      }
+    }
+
+    function renderProgress() {
+      const job = state.job;
+      const p = (job && job.progress) || {};
+      const total = isNum(p.trials_total) ? p.trials_total : null;
+      const done = isNum(p.trials_done) ? p.trials_done : 0;
+      const bar = el("progress", { id: "trials-progress", max: total || 1, value: total ? Math.min(done, total) : 0 });
+      bar.setAttribute("aria-label", "Trials done");
+      const facts = [
+        `${done}/${total ?? "?"} trials done`,
+        isNum(p.trials_running) ? `${p.trials_running} running` : null,
+        isNum(p.epochs_reported) ? `${p.epochs_reported} epochs reported` : null,
+        isNum(p.best_value) ? `best ${pretty(p.metric)} ${fmtNum(p.best_value)}` : null,
+      ].filter(Boolean);
+      const children = [
+        el("h2", { id: "progress-title" }, "Progress"),
+        el("div", { class: "progress-line" }, bar, el("span", {}, facts.join(" · ")), liveState),
+      ];
+      if (state.trials.size) {
+        children.push(
+          el(
+            "table",
+            { id: "trials-table" },
+            el(
+              "thead",
+              {},
+              el(
+                "tr",
+                {},
+                el("th", { scope: "col" }, "Trial"),
+                el("th", { scope: "col" }, "Branch"),
+                el("th", { scope: "col" }, "Status"),
+                el("th", { scope: "col", class: "num" }, "Epochs"),
+                el("th", { scope: "col", class: "num" }, `Last ${pretty(metricName())}`),
+                el("th", { scope: "col", class: "num" }, `Best ${pretty(metricName())}`),
+              ),
+            ),
+            trialsBody,
+          ),
+        );
+        renderTrials();
+      }
+      if (log.childElementCount) children.push(el("h2", {}, "Recent events"), log);
+      sections.progress.replaceChildren(...children);
+    }
+
+    function renderTrials() {
+      const rows = Array.from(state.trials.entries()).map(([tid, t]) =>
+        el(
+          "tr",
+          { class: "trial-row", dataset: { trialId: tid } },
+          el("td", {}, el("code", {}, tid)),
+          el("td", {}, t.is_control ? controlLabel(t) : t.branch || "–"),
+          el("td", {}, badge(t.status || "running")),
+          el("td", { class: "num" }, String(t.epochs || 0)),
+          el("td", { class: "num" }, fmtNum(t.last)),
+          el("td", { class: "num" }, fmtNum(t.best)),
+        ),
+      );
+      trialsBody.replaceChildren(...rows);
+    }
+
+    function metricName() {
+      return (state.result && state.result.metric) || (state.job && state.job.progress && state.job.progress.metric) || "";
+    }
+
+    function metricMode() {
+      const mode = state.result && state.result.mode;
+      if (mode === "min" || mode === "max") return mode;
+      const spec = state.job && state.job.spec;
+      return spec && spec.mode === "min" ? "min" : "max";
+    }
+
+    function better(a, b) {
+      if (!isNum(a)) return false;
+      if (!isNum(b)) return true;
+      return metricMode() === "min" ? a < b : a > b;
+    }
+
+    function logEvent(text) {
+      const time = new Date().toLocaleTimeString();
+      log.prepend(el("li", {}, `${time}  ${text}`));
+      while (log.childElementCount > 50) log.lastElementChild.remove();
+      if (!log.isConnected) renderProgress();
+    }
+
+    function trialsFromResult(result) {
+      for (const t of (result && result.trials) || []) {
+        if (!t || !t.trial_id) continue;
+        const metric = result.metric;
+        const history = Array.isArray(t.history) ? t.history : [];
+        const last = history.length ? history[history.length - 1][metric] : null;
+        const bestValue = t.best && isNum(t.best.value) ? t.best.value : null;
+        state.trials.set(String(t.trial_id), {
+          branch: t.branch,
+          is_control: Boolean(t.is_control),
+          status: t.status,
+          epochs: history.length,
+          last: isNum(last) ? last : null,
+          best: bestValue,
+        });
+      }
+    }
+
+    /** Rows of the results table: one per loss branch (+ the control), from `branches` or derived from trials. */
+    function branchRows(result) {
+      const trials = Array.isArray(result.trials) ? result.trials : [];
+      const byId = new Map(trials.map((t) => [t.trial_id, t]));
+      const control =
+        byId.get(result.control_trial_id) || trials.find((t) => t && t.is_control) || null;
+      const controlBest = control && control.best ? control.best : null;
+      const controlValue = controlBest && isNum(controlBest.value) ? controlBest.value : null;
+      let rows = [];
+      if (Array.isArray(result.branches) && result.branches.length) {
+        rows = result.branches
+          .filter((b) => b && !(b.best_trial_id && b.best_trial_id === result.control_trial_id))
+          .map((b) => {
+            const trial = byId.get(b.best_trial_id);
+            return {
+              branch: b.branch,
+              trialId: b.best_trial_id,
+              metrics: b.best_metrics || (trial && trial.best && trial.best.metrics) || {},
+              value: b.best_value,
+              controlValue: isNum(b.control_value) ? b.control_value : controlValue,
+              gain: isNum(b.gain) ? b.gain : null,
+              config: trial ? trial.config : b.best_config || null,
+            };
+          });
+      } else {
+        // Partial result (job still running): the best trial of each branch so far.
+        const best = new Map();
+        for (const t of trials) {
+          if (!t || t.is_control || t.trial_id === result.control_trial_id || !t.best || !isNum(t.best.value)) continue;
+          const key = `${t.branch_index ?? ""}:${t.branch}`;
+          if (!best.has(key) || better(t.best.value, best.get(key).best.value)) best.set(key, t);
+        }
+        rows = Array.from(best.values())
+          .sort((a, b) => (a.branch_index ?? 0) - (b.branch_index ?? 0))
+          .map((t) => ({
+            branch: t.branch,
+            trialId: t.trial_id,
+            metrics: t.best.metrics || {},
+            value: t.best.value,
+            controlValue,
+            gain: isNum(controlValue) ? t.best.value - controlValue : null,
+            config: t.config,
+          }));
+      }
+      if (controlBest) {
+        rows.push({
+          branch: controlLabel(control),
+          trialId: control.trial_id,
+          metrics: controlBest.metrics || {},
+          value: controlBest.value,
+          controlValue: null,
+          gain: null,
+          config: control.config,
+          isControl: true,
+        });
+      }
+      return rows;
+    }
+
+    /** The config keys worth a column of text: the loss parameters and what the search varied (seeds aside). */
+    function configKeysToShow(result) {
+      const values = new Map();
+      for (const t of result.trials || []) {
+        for (const [k, val] of flatConfig((t && t.config) || {})) {
+          if (!values.has(k)) values.set(k, new Set());
+          values.get(k).add(JSON.stringify(val));
+        }
+      }
+      const keys = new Set();
+      for (const [k, seen] of values) {
+        const leaf = k.split(".").pop();
+        if (/seed/i.test(leaf) || IGNORED_CONFIG_KEYS.has(leaf)) continue;
+        if (seen.size > 1 || /^loss[_.]?(params|kwargs)?\./.test(k)) keys.add(k);
+      }
+      return keys.size ? keys : null;
+    }
+
+    function renderResults(result, note) {
+      const children = [el("h2", { id: "results-title" }, "Results per loss branch")];
+      if (!result) {
+        children.push(el("p", { class: "muted", id: "results-empty" }, note || "No results yet."));
+        sections.results.replaceChildren(...children);
+        return;
+      }
+      const rows = branchRows(result);
+      if (!rows.length) {
+        children.push(el("p", { class: "muted", id: "results-empty" }, "No trial has reported a best epoch yet."));
+        sections.results.replaceChildren(...children);
+        return;
+      }
+      const metric = result.metric || metricName();
+      const bestId = result.best_trial && result.best_trial.trial_id;
+      const shown = configKeysToShow(result);
+      const body = rows.map((r) => {
+        const m = r.metrics || {};
+        let gainCell;
+        if (r.isControl) {
+          gainCell = el("td", { class: "num gain-zero" }, "reference");
+        } else {
+          const improved = better(r.value, r.controlValue);
+          const worse = isNum(r.controlValue) && isNum(r.value) && better(r.controlValue, r.value);
+          const cls = improved ? "gain-pos" : worse ? "gain-neg" : "gain-zero";
+          const label = improved ? "better than control" : worse ? "worse than control" : "same as control";
+          gainCell = el("td", { class: `num ${cls}`, title: label }, fmtSigned(r.gain));
+        }
+        const searched = r.config && r.config.config && typeof r.config.config === "object" ? r.config.config : null;
+        const flat = searched ? flatConfig(searched) : flatConfig(r.config || {}).filter(([k]) => !shown || shown.has(k));
+        const configText = flat.map(([k, val]) => `${k}=${fmtValue(val)}`).join(", ");
+        return el(
+          "tr",
+          {
+            class: `branch-row${r.isControl ? " control-row" : ""}${r.trialId === bestId ? " best-row" : ""}`,
+            dataset: { branch: String(r.branch), trialId: String(r.trialId || "") },
+          },
+          el("td", {}, r.branch, r.trialId === bestId ? el("span", { class: "muted" }, " ★ best") : null),
+          el("td", { class: "num" }, fmtPct(m.balanced_accuracy)),
+          el("td", { class: "num" }, fmtPct(m.many_shot_accuracy)),
+          el("td", { class: "num" }, fmtPct(m.medium_shot_accuracy)),
+          el("td", { class: "num" }, fmtPct(m.few_shot_accuracy)),
+          el("td", { class: "num" }, fmtNum(r.value)),
+          gainCell,
+          el("td", { class: "config" }, configText ? el("code", { title: JSON.stringify(r.config) }, configText) : "–"),
+        );
+      });
+      children.push(
+        el(
+          "table",
+          { id: "results-table" },
+          el(
+            "thead",
+            {},
+            el(
+              "tr",
+              {},
+              el("th", { scope: "col" }, "Branch"),
+              el("th", { scope: "col", class: "num" }, "Balanced acc."),
+              el("th", { scope: "col", class: "num" }, "Many-shot"),
+              el("th", { scope: "col", class: "num" }, "Medium-shot"),
+              el("th", { scope: "col", class: "num" }, "Few-shot"),
+              el("th", { scope: "col", class: "num" }, pretty(metric) || "metric"),
+              el("th", { scope: "col", class: "num" }, "Gain vs control"),
+              el("th", { scope: "col" }, "Best config"),
+            ),
+          ),
+          el("tbody", {}, body),
+        ),
+      );
+      if (note) children.push(el("p", { class: "muted" }, note));
+      sections.results.replaceChildren(...children);
+    }
+
+    function renderPlotShell() {
+      if (sections.plots.firstChild) return;
+      const grid = el("div", { class: "plots" });
+      for (const [kind, title] of PLOT_KINDS) {
+        grid.append(
+          el(
+            "figure",
+            { id: `plot-${kind}`, dataset: { kind } },
+            el("figcaption", {}, title),
+            el("p", { class: "plot-missing" }, "Loading…"),
+          ),
+        );
+      }
+      sections.plots.append(el("h2", { id: "plots-title" }, "Plots"), grid);
+    }
+
+    // --- loading ---------------------------------------------------------------------------------------------
+
+    async function loadJob() {
+      const job = await getJson(base, { signal: v.controller.signal });
+      if (v.stopped) return null;
+      state.job = job;
+      renderHead();
+      renderProgress();
+      return job;
+    }
+
+    async function loadResults() {
+      if (state.resultsBusy || v.stopped) return;
+      state.resultsBusy = true;
+      try {
+        const result = await getJson(`${base}/results`, { signal: v.controller.signal });
+        if (v.stopped) return;
+        state.result = result;
+        trialsFromResult(result);
+        renderProgress();
+        const running = state.job && !TERMINAL.has(state.job.status);
+        renderResults(result, running ? "Partial results: the job is still running." : "");
+      } catch (err) {
+        if (isAbort(err) || v.stopped || err.status === 401) return;
+        if (err.status === 409 || err.status === 404) renderResults(null, "No results yet.");
+        else renderResults(null, `Could not load the results: ${err.message}`);
+      } finally {
+        state.resultsBusy = false;
+      }
+    }
+
+    async function loadPlot(kind) {
+      const figure = document.getElementById(`plot-${kind}`);
+      if (!figure) return;
+      const title = PLOT_KINDS.find(([k]) => k === kind)[1];
+      const setBody = (node) => {
+        const caption = figure.querySelector("figcaption");
+        figure.replaceChildren(caption, node);
+      };
+      try {
+        const response = await request(`${base}/plots/${kind}.png`, { signal: v.controller.signal, accept: "image/png" });
+        const blob = await response.blob();
+        if (v.stopped) return;
+        const url = URL.createObjectURL(blob);
+        v.urls.add(url);
+        const img = el("img", { class: "plot", src: url, alt: `${title} (plot)`, dataset: { kind }, width: 900, height: 550 });
+        img.addEventListener("load", () => {
+          img.dataset.loaded = "true";
+        });
+        const old = figure.querySelector("img.plot");
+        setBody(img);
+        const caption = figure.querySelector("figcaption");
+        caption.replaceChildren(title, el("a", { href: url, download: `${id}-${kind}.png` }, "download"));
+        if (old && old.src && v.urls.has(old.src)) {
+          URL.revokeObjectURL(old.src);
+          v.urls.delete(old.src);
+        }
+      } catch (err) {
+        if (isAbort(err) || v.stopped || err.status === 401) return;
+        if (figure.querySelector("img.plot") && err.status !== 409) return; // keep the last good image
+        const text = err.status === 409 ? "No finished trial yet." : `Could not load the plot: ${err.message}`;
+        setBody(el("p", { class: "plot-missing", dataset: { kind, status: String(err.status) } }, text));
+      }
+    }
+
+    async function loadPlots() {
+      if (state.plotsBusy || v.stopped) return;
+      state.plotsBusy = true;
+      try {
+        renderPlotShell();
+        await Promise.all(PLOT_KINDS.map(([kind]) => loadPlot(kind)));
+      } finally {
+        state.plotsBusy = false;
+      }
+    }
+
+    // Results and plots are refreshed at most every few seconds while events stream in.
+    let refreshPending = false;
+    function refreshOutputsSoon(ms = 3000) {
+      if (refreshPending) return;
+      refreshPending = true;
+      later(v, ms, async () => {
+        refreshPending = false;
+        await loadResults();
+        await loadPlots();
+      });
+    }
+
+    let jobPending = false;
+    function refreshJobSoon(ms = 1000) {
+      if (jobPending) return;
+      jobPending = true;
+      later(v, ms, async () => {
+        jobPending = false;
+        try {
+          await loadJob();
+        } catch (err) {
+          if (!isAbort(err) && !v.stopped && err.status !== 401) showMessage(`Could not refresh the job: ${err.message}`);
+        }
+      });
+    }
+
+    function setLive(text) {
+      state.live = text;
+      liveState.textContent = text;
+    }
+
+    // --- live progress: SSE over fetch (EventSource cannot send the Authorization header) -----------------------
+
+    function handleEvent(type, data) {
+      if (!data || typeof data !== "object") return;
+      if (type === "status") {
+        const job = data.job && typeof data.job === "object" ? data.job : data;
+        if (state.job) {
+          if (typeof job.status === "string") state.job.status = job.status;
+          if (job.progress && typeof job.progress === "object") state.job.progress = job.progress;
+          for (const key of ["started_at", "finished_at", "error"]) if (key in job) state.job[key] = job[key];
+          renderHead();
+          renderProgress();
+        }
+        if (typeof job.status === "string") logEvent(`job ${job.status}`);
+        refreshJobSoon();
+        if (TERMINAL.has(job.status)) refreshOutputsSoon(200);
+      } else if (type === "epoch") {
+        const tid = String(data.trial_id ?? "");
+        const t = state.trials.get(tid) || { status: "running", epochs: 0, last: null, best: null };
+        const metrics = data.metrics || {};
+        const value = metrics[metricName()];
+        t.epochs = Math.max(t.epochs || 0, isNum(data.epoch) ? data.epoch : (t.epochs || 0) + 1);
+        if (isNum(value)) {
+          t.last = value;
+          if (better(value, t.best)) t.best = value;
+        }
+        state.trials.set(tid, t);
+        if (state.job && state.job.progress && isNum(state.job.progress.epochs_reported)) state.job.progress.epochs_reported += 1;
+        renderProgress();
+        logEvent(`trial ${tid} epoch ${data.epoch ?? "?"}${isNum(value) ? `: ${pretty(metricName())} ${fmtNum(value)}` : ""}`);
+      } else if (type === "trial") {
+        const tid = String(data.trial_id ?? "");
+        const t = state.trials.get(tid) || { status: "running", epochs: 0, last: null, best: null };
+        if (data.type === "trial_started" || (!data.type && (data.status === "running" || data.status === "started"))) {
+          Object.assign(t, { branch: data.branch, is_control: Boolean(data.is_control), status: "running" });
+          logEvent(`trial ${tid} started (${data.branch ?? "?"}${data.is_control ? ", control" : ""})`);
+        } else {
+          if (typeof data.status === "string") t.status = data.status;
+          logEvent(`trial ${tid} ${data.status || "finished"}${data.error ? `: ${data.error}` : ""}`);
+          refreshOutputsSoon();
+        }
+        state.trials.set(tid, t);
+        renderProgress();
+        refreshJobSoon();
+      }
+    }
+
+    function dispatch(raw) {
+      let type = "message";
+      const dataLines = [];
+      for (const line of raw.split("\n")) {
+        if (!line || line.startsWith(":")) continue;
+        const colon = line.indexOf(":");
+        const field = colon === -1 ? line : line.slice(0, colon);
+        let value = colon === -1 ? "" : line.slice(colon + 1);
+        if (value.startsWith(" ")) value = value.slice(1);
+        if (field === "event") type = value;
+        else if (field === "data") dataLines.push(value);
+      }
+      if (!dataLines.length) return;
+      let data;
+      try {
+        data = JSON.parse(dataLines.join("\n"));
+      } catch {
+        return; // not JSON: ignore
+      }
+      handleEvent(type, data);
+    }
+
+    async function stream() {
+      setLive("connecting to live updates…");
+      const response = await request(`${base}/events`, { signal: v.controller.signal, accept: "text/event-stream" });
+      if (!response.body || typeof response.body.getReader !== "function") throw new Error("streaming not supported");
+      setLive("live");
+      const reader = response.body.getReader();
+      const decoder = new TextDecoder();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (v.stopped) {
+          reader.cancel().catch(() => {});
+          return;
+        }
+        if (done) break;
+        buffer += decoder.decode(value, { stream: true }).replace(/\r\n?/g, "\n");
+        let cut;
+        while ((cut = buffer.indexOf("\n\n")) !== -1) {
+          const raw = buffer.slice(0, cut);
+          buffer = buffer.slice(cut + 2);
+          dispatch(raw);
+        }
+      }
+      buffer += decoder.decode();
+      if (buffer.trim()) dispatch(buffer.replace(/\r\n?/g, "\n"));
+    }
+
+    async function poll() {
+      if (v.stopped) return;
+      try {
+        const before = state.job ? `${state.job.status}|${JSON.stringify(state.job.progress || {})}` : "";
+        const job = await loadJob();
+        if (!job) return;
+        const now = `${job.status}|${JSON.stringify(job.progress || {})}`;
+        if (now !== before) await loadResults();
+        if (TERMINAL.has(job.status)) {
+          setLive("");
+          await loadResults();
+          await loadPlots();
+          return;
+        }
+        if (now !== before) loadPlots();
+      } catch (err) {
+        if (isAbort(err) || v.stopped || err.status === 401) return;
+        setLive(`polling (last attempt failed: ${err.message})`);
+      }
+      later(v, POLL_MS, poll);
+    }
+
+    async function follow() {
+      try {
+        await stream();
+        if (v.stopped) return;
+        // The stream ends when the job finishes: take the final state.
+        const job = await loadJob();
+        if (job && TERMINAL.has(job.status)) {
+          setLive("");
+          await loadResults();
+          await loadPlots();
+          return;
+        }
+        setLive("live stream ended; polling every 3 s");
+      } catch (err) {
+        if (isAbort(err) || v.stopped || err.status === 401) return;
+        setLive("live stream unavailable; polling every 3 s");
+      }
+      later(v, POLL_MS, poll);
+    }
+
+    // --- start -----------------------------------------------------------------------------------------------
+
+    (async () => {
+      try {
+        const job = await loadJob();
+        if (!job) return;
+        renderPlotShell();
+        await loadResults();
+        loadPlots();
+        if (!TERMINAL.has(job.status)) follow();
+      } catch (err) {
+        if (isAbort(err) || v.stopped || err.status === 401) return;
+        const text = err.status === 404 ? `Job ${id} not found.` : `Could not load job ${id}: ${err.message}`;
+        sections.head.replaceChildren(el("h1", {}, "Job not available"), el("p", { class: "error-box" }, text));
+      }
+    })();
+  }
+
+  // ------------------------------------------------------------------------------------------------------------
+
+  function start() {
+    setupChrome();
+    window.addEventListener("hashchange", () => {
+      route();
+      const main = $("main");
+      if (main) main.focus({ preventScroll: true });
+    });
+    window.addEventListener("unhandledrejection", (event) => {
+      // Every request is guarded; this only keeps an unexpected rejection from reaching the console unexplained.
+      if (isAbort(event.reason)) event.preventDefault();
+    });
+    route();
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
+})();
