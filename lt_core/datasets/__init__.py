@@ -1,0 +1,32 @@
+"""Long-tailed datasets: a registry of loaders returning :class:`LTData`.
+
+Shipped: ``digits_lt`` (scikit-learn digits, no download), ``synthetic_lt`` (Gaussian mixture),
+``cifar10_lt`` / ``cifar100_lt`` (local CIFAR python pickles), ``npz`` (a user's arrays).
+
+Errors:
+    ``KeyError``      unknown dataset name (lists the known ones).
+    ``DatasetError``  a ``ValueError``: unknown or invalid parameter, missing file, bad data; names the culprit.
+"""
+
+from lt_core.datasets import cifar, digits, npz, synthetic  # noqa: F401  (registers the loaders)
+from lt_core.datasets.base import (
+    DATASETS,
+    ArrayDataset,
+    DatasetError,
+    DatasetInfo,
+    LTData,
+    load_dataset,
+    long_tailed_counts,
+    register_dataset,
+)
+
+__all__ = [
+    "DATASETS",
+    "ArrayDataset",
+    "DatasetError",
+    "DatasetInfo",
+    "LTData",
+    "load_dataset",
+    "long_tailed_counts",
+    "register_dataset",
+]
