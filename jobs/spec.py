@@ -1,0 +1,647 @@
+"""The job spec: one versioned pydantic model, the single source of truth for REST, client, CLI and spec files.
+
+A ``JobSpec`` names a dataset, a model, one or more loss *branches* (each with its own parameters or search
+domains), a re-weighting scheme, a training schedule, the scaling of each trial and the search. Every field but
+``dataset`` and ``losses`` has a default, visible in ``JobSpec.model_json_schema()``.
+
+Search domains (usable for any numeric or categorical field marked searchable)::
+
+    {"choice": [...]}   {"grid": [...]}   {"uniform": [lo, hi]}   {"loguniform": [lo, hi]}
+    {"randint": [lo, hi]}  (hi exclusive)   {"quniform": [lo, hi, q]}
+
+Limits a deployment imposes (trials per job, epochs) come through the validation context::
+
+    JobSpec.model_validate(data, context={"max_trials": 64, "max_epochs": 200})
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Annotated, Any, ClassVar, Literal, Union
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+API_VERSION = "v1"
+DEFAULT_MAX_TRIALS = 256
+DEFAULT_MAX_EPOCHS = 1000
+
+METRICS = (
+    "accuracy",
+    "balanced_accuracy",
+    "many_shot_accuracy",
+    "medium_shot_accuracy",
+    "few_shot_accuracy",
+    "macro_f1",
+    "nll",
+    "ece",
+)
+MINIMISED_METRICS = frozenset({"nll", "ece"})
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Search domains
+# --------------------------------------------------------------------------------------------------------------
+Scalar = Union[bool, int, float, str]
+
+
+class Choice(_Strict):
+    """Sample one of the values uniformly."""
+
+    choice: list[Scalar] = Field(min_length=1)
+
+
+class Grid(_Strict):
+    """Try every value (a grid axis); multiplies the number of trials."""
+
+    grid: list[Scalar] = Field(min_length=1)
+
+
+def _check_bounds(lo: float, hi: float) -> None:
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError("bounds must be finite")
+    if lo >= hi:
+        raise ValueError(f"lower bound must be < upper bound, got [{lo}, {hi}]")
+
+
+class Uniform(_Strict):
+    """Uniform float in [lo, hi]."""
+
+    uniform: tuple[float, float]
+
+    @field_validator("uniform")
+    @classmethod
+    def _bounds(cls, v: tuple[float, float]) -> tuple[float, float]:
+        _check_bounds(*v)
+        return v
+
+
+class LogUniform(_Strict):
+    """Log-uniform float in [lo, hi], lo > 0."""
+
+    loguniform: tuple[float, float]
+
+    @field_validator("loguniform")
+    @classmethod
+    def _bounds(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if v[0] <= 0:
+            raise ValueError(f"loguniform needs lo > 0, got {v[0]}")
+        _check_bounds(*v)
+        return v
+
+
+class RandInt(_Strict):
+    """Uniform integer in [lo, hi) (hi exclusive, as in Ray Tune)."""
+
+    randint: tuple[int, int]
+
+    @field_validator("randint")
+    @classmethod
+    def _bounds(cls, v: tuple[int, int]) -> tuple[int, int]:
+        _check_bounds(*v)
+        return v
+
+
+class QUniform(_Strict):
+    """Uniform in [lo, hi], rounded to a multiple of q."""
+
+    quniform: tuple[float, float, float]
+
+    @field_validator("quniform")
+    @classmethod
+    def _bounds(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        _check_bounds(v[0], v[1])
+        if v[2] <= 0:
+            raise ValueError(f"quniform needs q > 0, got {v[2]}")
+        return v
+
+
+DOMAIN_KEYS = ("choice", "grid", "uniform", "loguniform", "randint", "quniform")
+_DOMAIN_MODELS = {"choice": Choice, "grid": Grid, "uniform": Uniform, "loguniform": LogUniform, "randint": RandInt,
+                  "quniform": QUniform}
+_DOMAIN_HELP = "expected a value or one search domain: " + ", ".join(f"{{{k!r}: ...}}" for k in DOMAIN_KEYS)
+
+
+def _domain_tag(value: Any) -> str | None:
+    if isinstance(value, dict):
+        if len(value) == 1 and next(iter(value)) in DOMAIN_KEYS:
+            return next(iter(value))
+        return None
+    for key, model in _DOMAIN_MODELS.items():
+        if isinstance(value, model):
+            return key
+    return "value"
+
+
+def _tagged(value_type: Any) -> Any:
+    """``value_type`` or a search domain, told apart by shape so errors name just the one that was meant."""
+    members = [Annotated[value_type, Tag("value")]] + [Annotated[m, Tag(k)] for k, m in _DOMAIN_MODELS.items()]
+    return Annotated[
+        Union[tuple(members)],
+        Discriminator(_domain_tag, custom_error_type="invalid_domain", custom_error_message=_DOMAIN_HELP),
+    ]
+
+
+Domain = Union[Choice, Grid, Uniform, LogUniform, RandInt, QUniform]
+
+
+def is_domain(value: Any) -> bool:
+    """True for a search domain (a parsed model or its JSON form)."""
+    if isinstance(value, (Choice, Grid, Uniform, LogUniform, RandInt, QUniform)):
+        return True
+    return isinstance(value, dict) and len(value) == 1 and next(iter(value)) in DOMAIN_KEYS
+
+
+def domain_values(domain: Domain) -> list[Any]:
+    """The extreme or listed values of a domain, used to check a field's constraints on all of them."""
+    if isinstance(domain, Choice):
+        return list(domain.choice)
+    if isinstance(domain, Grid):
+        return list(domain.grid)
+    if isinstance(domain, Uniform):
+        return list(domain.uniform)
+    if isinstance(domain, LogUniform):
+        return list(domain.loguniform)
+    if isinstance(domain, RandInt):
+        return [domain.randint[0], domain.randint[1] - 1]
+    return [domain.quniform[0], domain.quniform[1]]
+
+
+def _range_checker(
+    *, ge: float | None = None, gt: float | None = None, le: float | None = None, lt: float | None = None,
+    integer: bool = False,
+):
+    def check(value: Any) -> Any:
+        values = domain_values(value) if is_domain(value) else [value]
+        if integer and is_domain(value) and isinstance(value, (Uniform, LogUniform)):
+            raise ValueError("an integer field takes choice, grid, randint or quniform domains")
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ValueError(f"expected a number, got {v!r}")
+            if integer and isinstance(v, float) and not v.is_integer():
+                raise ValueError(f"expected an integer, got {v!r}")
+            if not math.isfinite(v):
+                raise ValueError(f"expected a finite number, got {v!r}")
+            if ge is not None and v < ge:
+                raise ValueError(f"must be >= {ge}, got {v}")
+            if gt is not None and v <= gt:
+                raise ValueError(f"must be > {gt}, got {v}")
+            if le is not None and v > le:
+                raise ValueError(f"must be <= {le}, got {v}")
+            if lt is not None and v >= lt:
+                raise ValueError(f"must be < {lt}, got {v}")
+        return value
+
+    return AfterValidator(check)
+
+
+def SearchFloat(**bounds: float) -> Any:  # noqa: N802 - reads like a type
+    """A float field that also takes a search domain; ``bounds`` (ge/gt/le/lt) apply to every value it can take."""
+    return Annotated[_tagged(float), _range_checker(**bounds)]
+
+
+def SearchInt(**bounds: float) -> Any:  # noqa: N802
+    """An integer field that also takes a discrete search domain."""
+    return Annotated[_tagged(int), _range_checker(integer=True, **bounds)]
+
+
+def _categorical_checker(allowed: tuple[str, ...]):
+    def check(value: Any) -> Any:
+        values = domain_values(value) if is_domain(value) else [value]
+        if is_domain(value) and not isinstance(value, (Choice, Grid)):
+            raise ValueError("a categorical field takes choice or grid domains only")
+        for v in values:
+            if v not in allowed:
+                raise ValueError(f"expected one of {list(allowed)}, got {v!r}")
+        return value
+
+    return AfterValidator(check)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Dataset, model
+# --------------------------------------------------------------------------------------------------------------
+Profile = Literal["exp", "step"]
+
+
+class DigitsLT(_Strict):
+    """scikit-learn's bundled handwritten digits, long-tail subsampled (no download)."""
+
+    name: Literal["digits_lt"] = "digits_lt"
+    imbalance_factor: float = Field(50.0, ge=1)
+    profile: Profile = "exp"
+    test_per_class: int = Field(50, ge=1, le=150)
+    seed: int = 0
+
+
+class SyntheticLT(_Strict):
+    """A seeded Gaussian mixture with any number of classes."""
+
+    name: Literal["synthetic_lt"] = "synthetic_lt"
+    num_classes: int = Field(10, ge=2, le=1000)
+    dim: int = Field(32, ge=1, le=4096)
+    n_max: int = Field(500, ge=1, le=100_000)
+    imbalance_factor: float = Field(100.0, ge=1)
+    profile: Profile = "exp"
+    test_per_class: int = Field(50, ge=1, le=10_000)
+    class_sep: float = Field(2.0, gt=0)
+    noise: float = Field(1.0, gt=0)
+    seed: int = 0
+
+
+class _CifarLT(_Strict):
+    path: str | None = Field(None, description="Folder with the CIFAR python pickles, relative to the data root.")
+    imbalance_factor: float = Field(100.0, ge=1)
+    profile: Profile = "exp"
+    seed: int = 0
+    augment: bool = True
+
+
+class Cifar10LT(_CifarLT):
+    """CIFAR-10-LT from local CIFAR python pickles."""
+
+    name: Literal["cifar10_lt"] = "cifar10_lt"
+
+
+class Cifar100LT(_CifarLT):
+    """CIFAR-100-LT from local CIFAR python pickles."""
+
+    name: Literal["cifar100_lt"] = "cifar100_lt"
+
+
+class NpzDataset(_Strict):
+    """A user's .npz file with x_train, y_train, x_test, y_test."""
+
+    name: Literal["npz"] = "npz"
+    path: str = Field(description="The .npz file, relative to the data root.")
+    num_classes: int | None = Field(None, ge=2, le=100_000)
+    imbalance_factor: float | None = Field(None, ge=1)
+    profile: Profile = "exp"
+    seed: int = 0
+    class_names: list[str] | None = None
+
+
+DatasetSpec = Annotated[
+    Union[DigitsLT, SyntheticLT, Cifar10LT, Cifar100LT, NpzDataset], Field(discriminator="name")
+]
+
+
+class MLPModel(_Strict):
+    """A multi-layer perceptron over the flattened input."""
+
+    name: Literal["mlp"] = "mlp"
+    hidden_sizes: list[int] = Field(default_factory=lambda: [128], max_length=8)
+    dropout: SearchFloat(ge=0, lt=1) = 0.0
+    normalized: bool = False
+
+    @field_validator("hidden_sizes")
+    @classmethod
+    def _sizes(cls, v: list[int]) -> list[int]:
+        if any(h < 1 or h > 65536 for h in v):
+            raise ValueError("hidden sizes must be in [1, 65536]")
+        return v
+
+
+class ResNet32Model(_Strict):
+    """The CIFAR ResNet-32 of He et al. (2016)."""
+
+    name: Literal["resnet32"] = "resnet32"
+    normalized: bool = False
+
+
+ModelSpec = Annotated[Union[MLPModel, ResNet32Model], Field(discriminator="name")]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Re-weighting and loss branches
+# --------------------------------------------------------------------------------------------------------------
+class Reweighting(_Strict):
+    """Class re-weighting: none, inverse frequency, or effective number; with ``start_epoch`` it is deferred (DRW)."""
+
+    scheme: Literal["none", "inverse", "effective_number"] = "none"
+    beta: float = Field(0.9999, ge=0, lt=1, description="effective_number only")
+    start_epoch: int | None = Field(
+        None, ge=0, description="Deferred re-weighting: weights apply from this epoch (0-based); None = from the start."
+    )
+
+    @property
+    def deferred_start(self) -> int:
+        """The epoch from which the weights apply (0 when not deferred or not weighted)."""
+        return 0 if self.scheme == "none" or self.start_epoch is None else self.start_epoch
+
+
+class _Branch(_Strict):
+    label: str | None = Field(
+        None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.+-]+$",
+        description="A name for this branch in results (default: the loss name); unique within a job.",
+    )
+    reweighting: Reweighting | None = Field(None, description="Overrides the job's re-weighting for this branch.")
+
+    # Branch-level fields that are not loss parameters.
+    TRAINING_FIELDS: ClassVar[frozenset[str]] = frozenset({"name", "label", "reweighting", "start_epoch", "normalized"})
+
+    def loss_params(self) -> dict[str, Any]:
+        """The loss's own parameters (values or domains), keyed as ``lt_core.losses`` names them."""
+        return {k: getattr(self, k) for k in type(self).model_fields if k not in self.TRAINING_FIELDS}
+
+    @property
+    def key(self) -> str:
+        return self.label or self.name  # type: ignore[attr-defined]
+
+
+class CESpec(_Branch):
+    """Cross-entropy."""
+
+    name: Literal["ce"] = "ce"
+
+
+class FocalSpec(_Branch):
+    """Focal loss (Lin et al., 2017)."""
+
+    name: Literal["focal"] = "focal"
+    gamma: SearchFloat(ge=0) = 1.0
+
+
+class LabelSmoothingSpec(_Branch):
+    """Cross-entropy with label smoothing (Szegedy et al., 2016)."""
+
+    name: Literal["label_smoothing"] = "label_smoothing"
+    epsilon: SearchFloat(ge=0, lt=1) = 0.1
+
+
+class SEQLSpec(_Branch):
+    """Softmax equalization loss (Tan et al., 2020)."""
+
+    name: Literal["seql"] = "seql"
+    lambda_: SearchFloat(ge=0, le=1) = 0.05
+    gamma: SearchFloat(ge=0, le=1) = 0.9
+
+
+class _IBBase(_Branch):
+    alpha: SearchFloat(gt=0) = 1000.0
+    epsilon: SearchFloat(gt=0) = 1e-3
+    start_epoch: SearchInt(ge=0) = Field(
+        0, description="Plain cross-entropy until this epoch (0-based), then the IB loss (IB's warm-up)."
+    )
+
+
+class IBSpec(_IBBase):
+    """Influence-balanced loss (Park et al., 2021)."""
+
+    name: Literal["ib"] = "ib"
+
+
+class IBFocalSpec(_IBBase):
+    """Influence-balanced focal loss (Park et al., 2021)."""
+
+    name: Literal["ib_focal"] = "ib_focal"
+    gamma: SearchFloat(ge=0) = 1.0
+
+
+class CDTSpec(_Branch):
+    """Class-dependent temperatures (Ye et al., 2020)."""
+
+    name: Literal["cdt"] = "cdt"
+    gamma: SearchFloat(ge=0) = 0.2
+
+
+class LDAMSpec(_Branch):
+    """Label-distribution-aware margin loss (Cao et al., 2019); pair it with DRW for LDAM-DRW."""
+
+    name: Literal["ldam"] = "ldam"
+    max_margin: SearchFloat(ge=0) = 0.5
+    scale: SearchFloat(gt=0) = 30.0
+    normalized: bool = Field(True, description="Use a cosine (normalised) classifier for this branch.")
+
+
+class BalancedSoftmaxSpec(_Branch):
+    """Balanced softmax (Ren et al., 2020)."""
+
+    name: Literal["balanced_softmax"] = "balanced_softmax"
+
+
+class LogitAdjustedSpec(_Branch):
+    """Logit-adjusted loss (Menon et al., 2021)."""
+
+    name: Literal["logit_adjusted"] = "logit_adjusted"
+    tau: SearchFloat(gt=0) = 1.0
+
+
+LossBranch = Annotated[
+    Union[
+        CESpec, FocalSpec, LabelSmoothingSpec, SEQLSpec, IBSpec, IBFocalSpec, CDTSpec, LDAMSpec,
+        BalancedSoftmaxSpec, LogitAdjustedSpec,
+    ],
+    Field(discriminator="name"),
+]
+BRANCH_MODELS: dict[str, type[_Branch]] = {
+    m.model_fields["name"].default: m
+    for m in (
+        CESpec, FocalSpec, LabelSmoothingSpec, SEQLSpec, IBSpec, IBFocalSpec, CDTSpec, LDAMSpec,
+        BalancedSoftmaxSpec, LogitAdjustedSpec,
+    )
+}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Training, scaling, search
+# --------------------------------------------------------------------------------------------------------------
+class TrainSpec(_Strict):
+    """The training schedule (per trial)."""
+
+    epochs: int = Field(30, ge=1)
+    batch_size: SearchInt(ge=1, le=65536) = 128
+    optimizer: Annotated[_tagged(str), _categorical_checker(("sgd", "adamw"))] = "sgd"
+    lr: SearchFloat(gt=0, le=10) = 0.1
+    momentum: SearchFloat(ge=0, lt=1) = 0.9
+    weight_decay: SearchFloat(ge=0, le=1) = 5e-4
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    milestones: list[int] = Field(default_factory=list, description="Epochs at which 'step' multiplies lr by lr_decay.")
+    lr_decay: float = Field(0.1, gt=0, le=1)
+    warmup_epochs: int = Field(0, ge=0, description="Linear learning-rate warm-up epochs.")
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _schedule(self) -> TrainSpec:
+        if any(m < 1 or m >= self.epochs for m in self.milestones):
+            raise ValueError(f"milestones must lie in [1, epochs={self.epochs}), got {self.milestones}")
+        if sorted(set(self.milestones)) != list(self.milestones):
+            raise ValueError("milestones must be strictly increasing")
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be < epochs ({self.epochs})")
+        return self
+
+
+class ScalingSpec(_Strict):
+    """How each trial runs: DDP processes (Ray Train workers) and their resources."""
+
+    num_workers: int = Field(1, ge=1, le=256)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0, le=256)
+    gpus_per_worker: float | None = Field(None, ge=0, le=16, description="Default: 1 with use_gpu, else 0.")
+    max_failures: int = Field(1, ge=0, le=10, description="Worker failures retried from the last checkpoint.")
+
+    @property
+    def gpus(self) -> float:
+        if self.gpus_per_worker is not None:
+            return self.gpus_per_worker
+        return 1.0 if self.use_gpu else 0.0
+
+    @model_validator(mode="after")
+    def _gpu(self) -> ScalingSpec:
+        if self.gpus_per_worker and not self.use_gpu:
+            raise ValueError("gpus_per_worker > 0 needs use_gpu: true")
+        return self
+
+
+class TuneSpec(_Strict):
+    """The search over loss branches and their hyperparameters."""
+
+    num_samples: int = Field(1, ge=1, le=1000, description="Samples per loss branch (grid axes multiply it).")
+    metric: Literal[METRICS] = "balanced_accuracy"  # type: ignore[valid-type]
+    mode: Literal["max", "min"] | None = Field(None, description="Default: min for nll/ece, else max.")
+    search: Literal["random", "grid", "tpe"] = "random"
+    scheduler: Literal["fifo", "asha"] = "fifo"
+    grace_period: int | None = Field(
+        None, ge=1, description="ASHA: epochs before a trial can be stopped (never before re-balancing starts)."
+    )
+    reduction_factor: int = Field(3, ge=2, le=10)
+    max_concurrent_trials: int = Field(2, ge=1, le=1000)
+    seed: int | None = 0
+    control: bool = Field(True, description="Add one plain cross-entropy trial with the same model and schedule.")
+
+    @property
+    def resolved_mode(self) -> str:
+        return self.mode or ("min" if self.metric in MINIMISED_METRICS else "max")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The job
+# --------------------------------------------------------------------------------------------------------------
+class JobSpec(_Strict):
+    """A long-tail training job: a search over loss branches on one dataset and model."""
+
+    api_version: Literal["v1"] = API_VERSION
+    name: str = Field("job", min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:+ -]+$")
+    dataset: DatasetSpec
+    model: ModelSpec = Field(default_factory=MLPModel)
+    losses: list[LossBranch] = Field(min_length=1, max_length=64)
+    reweighting: Reweighting = Field(default_factory=Reweighting)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    scaling: ScalingSpec = Field(default_factory=ScalingSpec)
+    tune: TuneSpec = Field(default_factory=TuneSpec)
+
+    @model_validator(mode="after")
+    def _consistency(self, info: ValidationInfo) -> JobSpec:
+        keys = [b.key for b in self.losses]
+        dupes = sorted({k for k in keys if keys.count(k) > 1})
+        if dupes:
+            raise ValueError(f"losses: branches must be distinct; give a 'label' to repeated branches {dupes}")
+        if self.tune.control and "control" in keys:
+            raise ValueError("the branch label 'control' is reserved for the cross-entropy control trial")
+        grids = list(self.iter_domains(kinds=(Grid,)))
+        if self.tune.search == "tpe" and grids:
+            raise ValueError(f"tune.search: grid domains cannot be combined with 'tpe' (at {[p for p, _ in grids]})")
+        if self.tune.search == "grid":
+            continuous = [p for p, d in self.iter_domains() if not isinstance(d, (Grid, Choice))]
+            if continuous:
+                raise ValueError(f"tune.search: 'grid' takes only grid/choice domains; continuous at {continuous}")
+        epochs = self.train.epochs
+        for i, b in enumerate(self.losses):
+            rw = b.reweighting or self.reweighting
+            if rw.start_epoch is not None and rw.start_epoch >= epochs:
+                raise ValueError(f"losses[{i}].reweighting.start_epoch: {rw.start_epoch} >= train.epochs {epochs}")
+            start = getattr(b, "start_epoch", 0)
+            for v in domain_values(start) if is_domain(start) else [start]:
+                if v >= epochs:
+                    raise ValueError(f"losses[{i}].start_epoch: {v} >= train.epochs {epochs}")
+        if self.reweighting.start_epoch is not None and self.reweighting.start_epoch >= epochs:
+            raise ValueError(f"reweighting.start_epoch: {self.reweighting.start_epoch} >= train.epochs {epochs}")
+        ctx = info.context or {}
+        max_epochs = int(ctx.get("max_epochs", DEFAULT_MAX_EPOCHS))
+        if epochs > max_epochs:
+            raise ValueError(f"train.epochs: {epochs} exceeds the limit of {max_epochs}")
+        max_trials = int(ctx.get("max_trials", DEFAULT_MAX_TRIALS))
+        if self.trial_count() > max_trials:
+            raise ValueError(f"tune.num_samples: the job would run {self.trial_count()} trials, more than the limit of {max_trials}")
+        return self
+
+    # -- helpers used by the search, the service and the CLI ------------------------------------------------------
+    def iter_domains(self, kinds: tuple[type, ...] | None = None) -> Iterator[tuple[str, Domain]]:
+        """Yield (field path, domain) for every search domain in the spec."""
+        sections: list[tuple[str, BaseModel]] = [("model", self.model), ("train", self.train)]
+        sections += [(f"losses[{i}]", b) for i, b in enumerate(self.losses)]
+        for prefix, section in sections:
+            for field in type(section).model_fields:
+                value = getattr(section, field)
+                if is_domain(value) and (kinds is None or isinstance(value, kinds)):
+                    yield f"{prefix}.{field}", value
+
+    def _grid_size(self, section_paths: tuple[str, ...]) -> int:
+        size = 1
+        for path, d in self.iter_domains():
+            if path.startswith(section_paths):
+                if isinstance(d, Grid):
+                    size *= len(d.grid)
+                elif self.tune.search == "grid" and isinstance(d, Choice):
+                    size *= len(d.choice)
+        return size
+
+    def trials_per_branch(self, index: int) -> int:
+        """Trials the search runs for branch ``index`` (grid axes times num_samples)."""
+        return self._grid_size(("model.", "train.", f"losses[{index}].")) * self.tune.num_samples
+
+    def trial_count(self) -> int:
+        """Total trials including the control."""
+        return sum(self.trials_per_branch(i) for i in range(len(self.losses))) + int(self.tune.control)
+
+    def dataset_paths(self) -> dict[str, str]:
+        """Dataset parameters that are filesystem paths (for the data-root check), by field name."""
+        out = {}
+        for field in ("path",):
+            value = getattr(self.dataset, field, None)
+            if value is not None:
+                out[field] = value
+        return out
+
+    def with_dataset_params(self, **params: Any) -> JobSpec:
+        """A copy with dataset parameters replaced (e.g. resolved absolute paths)."""
+        data = self.model_dump(mode="json")
+        data["dataset"].update(params)
+        return JobSpec.model_validate(data, context={"max_trials": 10**9, "max_epochs": 10**9})
+
+    def trial_resources(self) -> dict[str, float]:
+        """Resources of one trial: its DDP workers plus the small trial driver."""
+        s = self.scaling
+        return {"CPU": s.num_workers * s.cpus_per_worker + TRIAL_DRIVER_CPU, "GPU": s.num_workers * s.gpus}
+
+    def worker_resources(self) -> dict[str, float]:
+        """Resources of one DDP worker (all must fit on one node)."""
+        return {"CPU": self.scaling.cpus_per_worker, "GPU": self.scaling.gpus}
+
+    def rebalancing_start(self) -> int:
+        """The last epoch at which any branch's re-balancing (DRW or IB's loss) starts; ASHA's grace builds on it."""
+        starts = [self.reweighting.deferred_start]
+        for b in self.losses:
+            if b.reweighting is not None:
+                starts.append(b.reweighting.deferred_start)
+            s = getattr(b, "start_epoch", 0)
+            starts.append(max(domain_values(s)) if is_domain(s) else s)
+        return int(max(starts))
+
+
+TRIAL_DRIVER_CPU = 0.01

@@ -1,0 +1,201 @@
+"""One trial: a thin (Ray Train) shell over ``lt_core.engine``.
+
+``run_trial`` is plain PyTorch: it builds the dataset, takes this worker's shard, counts the classes in that
+shard and all-reduces the counts (when ``torch.distributed`` is initialised), so every worker builds the
+identical frequency-dependent loss from the global counts; it trains with ``lt_core.engine``, evaluates on the
+full test set (each worker a shard, confusion matrices all-reduced) and reports once per epoch with a checkpoint.
+
+``train_loop_per_worker`` is the Ray Train entry point: it only supplies the Ray touch-points, marked ``[ray n]``.
+Without them ``run_trial`` runs on one CPU, which is how it is unit-tested.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Subset
+
+from lt_core.datasets import LTData, load_dataset
+from lt_core.engine import (
+    EpochShardSampler,
+    FitConfig,
+    LossSchedule,
+    build_optimizer,
+    evaluate,
+    load_checkpoint,
+    lr_at,
+    save_checkpoint,
+    scalar_metrics,
+    seed_everything,
+    shard_indices,
+    train_one_epoch,
+)
+from lt_core.losses import LOSSES
+from lt_core.models import create_model
+
+CHECKPOINT_FILE = "checkpoint.pt"
+# Keys a report always carries besides the scalar metrics.
+METRICS_JSON = "metrics_json"
+
+
+@dataclass
+class TrialContext:
+    """Where a trial runs: its rank, the world size, the device, and how it reports."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device | str = "cpu"
+    # report(metrics, checkpoint_dir | None): called by every rank each epoch; checkpoint_dir only on rank 0.
+    report: Callable[[dict[str, Any], str | None], None] | None = None
+    resume_dir: str | None = None
+    prepare_model: Callable[[nn.Module], nn.Module] | None = None
+
+
+def fit_config(trial: dict[str, Any]) -> FitConfig:
+    """The engine's config for a planned trial (see ``jobs.tune.plan_trials``)."""
+    rw = trial.get("reweighting") or {}
+    model_params = dict(trial.get("model_params", {}))
+    if trial.get("normalized") is not None:
+        model_params["normalized"] = trial["normalized"]
+    return FitConfig(
+        model=trial["model"],
+        model_params=model_params,
+        loss=trial["loss"],
+        loss_params=dict(trial.get("loss_params", {})),
+        loss_start_epoch=int(trial.get("loss_start_epoch", 0)),
+        reweighting=rw.get("scheme", "none"),
+        reweighting_beta=rw.get("beta", 0.9999),
+        reweighting_start_epoch=rw.get("start_epoch"),
+        **trial["train"],
+    )
+
+
+def global_class_counts(data: LTData, rank: int, world_size: int) -> Tensor:
+    """Count the classes of this worker's shard and all-reduce them (sum) across workers."""
+    idx = torch.tensor(shard_indices(len(data.train_targets), rank, world_size), dtype=torch.long)
+    counts = torch.bincount(data.train_targets[idx], minlength=data.num_classes).to(torch.long)
+    if dist.is_available() and dist.is_initialized() and world_size > 1:
+        dist.all_reduce(counts, op=dist.ReduceOp.SUM)
+    return counts
+
+
+def _all_reduce(tensors: list[Tensor], world_size: int) -> None:
+    if dist.is_available() and dist.is_initialized() and world_size > 1:
+        for t in tensors:
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+
+
+def run_trial(trial: dict[str, Any], dataset: dict[str, Any], ctx: TrialContext | None = None) -> list[dict]:
+    """Train one planned trial on ``dataset`` (``{"name": ..., **params}``); returns the history (all ranks)."""
+    ctx = ctx or TrialContext()
+    cfg = fit_config(trial)
+    seed_everything(cfg.seed)
+    params = {k: v for k, v in dataset.items() if k != "name"}
+    data = load_dataset(dataset["name"], **params)
+    if LOSSES[cfg.loss].needs_class_counts or cfg.reweighting != "none":
+        data.require_all_classes()
+
+    counts = global_class_counts(data, ctx.rank, ctx.world_size)
+    if not torch.equal(counts, data.class_counts):
+        raise RuntimeError(f"all-reduced class counts {counts.tolist()} != dataset counts {data.class_counts.tolist()}")
+
+    model: nn.Module = create_model(cfg.model, data.num_classes, data.input_shape, **cfg.model_params)
+    model = ctx.prepare_model(model) if ctx.prepare_model else model.to(ctx.device)  # [ray 1] DDP + device
+    optimizer = build_optimizer(model, cfg)
+    history: list[dict[str, Any]] = []
+    start = 0
+    if ctx.resume_dir is not None:  # worker restart: continue from the last reported checkpoint
+        state = load_checkpoint(Path(ctx.resume_dir) / CHECKPOINT_FILE, model, optimizer)
+        start, history = int(state["epoch"]), list(state["history"])
+
+    sampler = EpochShardSampler(len(data.train), rank=ctx.rank, world_size=ctx.world_size, seed=cfg.seed)
+    train_loader = DataLoader(data.train, batch_size=cfg.batch_size, sampler=sampler)
+    test_shard = Subset(data.test, shard_indices(len(data.test), ctx.rank, ctx.world_size))
+    test_loader = DataLoader(test_shard, batch_size=max(cfg.batch_size, 512))
+    schedule = LossSchedule(cfg, counts, ctx.device)
+    steps = len(train_loader)
+    eval_model = getattr(model, "module", model)  # no DDP collectives in eval: ranks hold unequal shards
+
+    for epoch in range(start, cfg.epochs):
+        t0 = time.perf_counter()
+        sampler.set_epoch(epoch)
+        criterion, needs_features = schedule.criterion(epoch)
+        stats = train_one_epoch(
+            model, train_loader, criterion, optimizer, epoch=epoch, needs_features=needs_features,
+            lr_fn=lambda step, e=epoch: lr_at(cfg, e, step, steps), device=ctx.device,
+        )
+        # NCCL reduces device tensors only: move the (small) summable state to the device and back.
+        acc = evaluate(eval_model, test_loader, data.num_classes, device=ctx.device).to(ctx.device)
+        train_loss = torch.tensor(
+            [stats["train_loss"] * stats["samples"], stats["samples"]], dtype=torch.float64, device=ctx.device
+        )
+        _all_reduce([*acc.tensors(), train_loss], ctx.world_size)
+        acc, train_loss = acc.to("cpu"), train_loss.cpu()
+        metrics = acc.compute(counts, many_threshold=cfg.many_threshold, few_threshold=cfg.few_threshold)
+        metrics.update(
+            epoch=epoch + 1,
+            train_loss=float(train_loss[0] / train_loss[1]),
+            lr=stats["lr"],
+            epoch_time_s=time.perf_counter() - t0,
+            loss_phase=schedule.phase(epoch)[0],
+            reported_at=time.time(),
+        )
+        history.append(scalar_metrics(metrics))
+        report = report_payload(metrics)
+        if ctx.report is None:
+            continue
+        if ctx.rank == 0:
+            with tempfile.TemporaryDirectory() as tmp:
+                save_checkpoint(Path(tmp) / CHECKPOINT_FILE, model, optimizer, epoch + 1, history)
+                ctx.report(report, tmp)  # [ray 2] report with a checkpoint
+        else:
+            ctx.report(report, None)
+    return history
+
+
+def report_payload(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Scalars at the top level (for Tune's searcher and scheduler), the full dict as JSON beside them."""
+    out: dict[str, Any] = {k: (float("nan") if v is None else v) for k, v in scalar_metrics(metrics).items()}
+    out[METRICS_JSON] = json.dumps(metrics)
+    return out
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train entry point (one call per DDP worker)."""
+    import ray.train
+    import ray.train.torch
+
+    context = ray.train.get_context()
+    if config.get("threads"):
+        torch.set_num_threads(int(config["threads"]))  # one intra-op thread per CPU the worker was given
+    checkpoint = ray.train.get_checkpoint()  # [ray 3] set after a worker failure
+
+    def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        ckpt = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        ray.train.report(metrics, checkpoint=ckpt)  # [ray 4]
+
+    def run(resume_dir: str | None) -> None:
+        ctx = TrialContext(
+            rank=context.get_world_rank(),
+            world_size=context.get_world_size(),
+            device=ray.train.torch.get_device(),  # [ray 5]
+            report=report,
+            resume_dir=resume_dir,
+            prepare_model=ray.train.torch.prepare_model,  # [ray 6]
+        )
+        run_trial(config["trial"], config["dataset"], ctx)
+
+    if checkpoint is None:
+        run(None)
+    else:
+        with checkpoint.as_directory() as path:
+            run(path)

@@ -1,0 +1,369 @@
+"""The training engine: one local run of a long-tail classifier on plain PyTorch.
+
+The Ray layer (``jobs.train``) wraps exactly these pieces; nothing here knows about Ray.
+
+- ``train_one_epoch`` / ``evaluate``: one pass over plain ``DataLoader``s.
+- ``LossSchedule``: which criterion an epoch uses. Losses hold no epoch state, so deferred re-weighting (DRW)
+  and IB's plain cross-entropy warm-up are chosen here, per epoch.
+- ``lr_at``: linear warm-up, then step decay (the CIFAR-LT recipe), cosine or constant, per iteration.
+- ``fit``: seeded, reproducible on CPU, checkpoint save/resume, a callback per epoch; a run whose loss turns
+  NaN/inf stops with ``NonFiniteLossError`` naming the epoch and step (checked on the loss value the engine
+  already reads for logging, not by scanning tensors).
+
+Epochs are 0-based inside the loop (``start_epoch`` semantics: "from this epoch on"); the history and the
+callback number them 1-based (``epoch`` = epochs completed), like Ray Tune's ``training_iteration``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Sampler
+
+from lt_core.losses import LOSSES, class_weights, create_loss
+from lt_core.metrics import EvalAccumulator
+
+__all__ = [
+    "EpochShardSampler",
+    "FitConfig",
+    "LossSchedule",
+    "NonFiniteLossError",
+    "build_optimizer",
+    "evaluate",
+    "fit",
+    "load_checkpoint",
+    "lr_at",
+    "save_checkpoint",
+    "scalar_metrics",
+    "seed_everything",
+    "shard_indices",
+    "train_one_epoch",
+]
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+    def __init__(self, epoch: int, step: int, value: float) -> None:
+        super().__init__(f"loss became {value} at epoch {epoch} step {step}; lower the learning rate or check the data")
+        self.epoch, self.step, self.value = epoch, step, value
+
+
+@dataclass
+class FitConfig:
+    """Everything one local run needs (the job spec's trial config, flattened, with concrete values)."""
+
+    model: str = "mlp"
+    model_params: dict[str, Any] = field(default_factory=dict)
+    loss: str = "ce"
+    loss_params: dict[str, Any] = field(default_factory=dict)
+    loss_start_epoch: int = 0
+    reweighting: str = "none"
+    reweighting_beta: float = 0.9999
+    reweighting_start_epoch: int | None = None
+    epochs: int = 30
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    milestones: Sequence[int] = ()
+    lr_decay: float = 0.1
+    warmup_epochs: int = 0
+    seed: int = 0
+    many_threshold: int = 100
+    few_threshold: int = 20
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise KeyError(f"unknown loss {self.loss!r}; known: {sorted(LOSSES)}")
+        if self.optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
+        if self.schedule not in ("cosine", "step", "constant"):
+            raise ValueError(f"schedule must be 'cosine', 'step' or 'constant', got {self.schedule!r}")
+        if self.reweighting not in ("none", "inverse", "effective_number"):
+            raise ValueError(f"reweighting must be none, inverse or effective_number, got {self.reweighting!r}")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError("epochs, batch_size and lr must be positive")
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise ValueError(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["milestones"] = list(self.milestones)
+        return d
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def lr_at(cfg: FitConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
+    """Learning rate at (0-based) ``epoch`` and ``step`` within it: linear warm-up, then the schedule."""
+    t = epoch + step / max(steps_per_epoch, 1)
+    if cfg.warmup_epochs and t < cfg.warmup_epochs:
+        return cfg.lr * (t + 1 / max(steps_per_epoch, 1)) / cfg.warmup_epochs
+    if cfg.schedule == "step":
+        return cfg.lr * cfg.lr_decay ** sum(epoch >= m for m in cfg.milestones)
+    if cfg.schedule == "cosine":
+        span = max(cfg.epochs - cfg.warmup_epochs, 1)
+        return 0.5 * cfg.lr * (1 + math.cos(math.pi * (t - cfg.warmup_epochs) / span))
+    return cfg.lr
+
+
+def build_optimizer(model: nn.Module, cfg: FitConfig) -> torch.optim.Optimizer:
+    """SGD with momentum (and weight decay) or AdamW."""
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+class LossSchedule:
+    """Chooses the criterion for each epoch from the class counts: IB's warm-up and deferred re-weighting.
+
+    - Before ``loss_start_epoch`` the loss is plain cross-entropy (IB's warm-up phase; unweighted).
+    - Class weights (``reweighting`` scheme) apply from ``reweighting_start_epoch`` (DRW) or from the start.
+    Modules are built once per phase and cached; class statistics become buffers on ``device``.
+    """
+
+    def __init__(self, cfg: FitConfig, class_counts: Tensor, device: torch.device | str = "cpu") -> None:
+        self.cfg = cfg
+        self.class_counts = class_counts.detach().to(torch.long).cpu()
+        self.device = torch.device(device)
+        self._cache: dict[tuple[str, bool], nn.Module] = {}
+        self._weights = (
+            None
+            if cfg.reweighting == "none"
+            else class_weights(self.class_counts, scheme=cfg.reweighting, beta=cfg.reweighting_beta).float()
+        )
+
+    def phase(self, epoch: int) -> tuple[str, bool]:
+        """(loss name, weighted?) at 0-based ``epoch``."""
+        name = self.cfg.loss if epoch >= self.cfg.loss_start_epoch else "ce"
+        start = self.cfg.reweighting_start_epoch or 0
+        weighted = self._weights is not None and epoch >= start and not (name == "ce" and self.cfg.loss != "ce")
+        return name, weighted
+
+    def criterion(self, epoch: int) -> tuple[nn.Module, bool]:
+        """The loss module for ``epoch`` and whether it needs features."""
+        key = self.phase(epoch)
+        if key not in self._cache:
+            name, weighted = key
+            info = LOSSES[name]
+            params = self.cfg.loss_params if name == self.cfg.loss else {}
+            module = create_loss(
+                name,
+                class_counts=self.class_counts if info.needs_class_counts else None,
+                class_weight=self._weights if weighted else None,
+                **params,
+            )
+            self._cache[key] = module.to(self.device)
+        return self._cache[key], LOSSES[key[0]].needs_features
+
+
+def shard_indices(n: int, rank: int, world_size: int) -> list[int]:
+    """A disjoint, covering partition of ``range(n)`` (no padding): class counts summed over shards are exact."""
+    return list(range(rank, n, world_size))
+
+
+class EpochShardSampler(Sampler[int]):
+    """A seeded per-epoch shuffle, split across ``world_size`` replicas (padded so every rank takes equal steps).
+
+    Reproducible under resume: the order depends only on (seed, epoch), not on RNG state.
+    """
+
+    def __init__(self, n: int, *, rank: int = 0, world_size: int = 1, seed: int = 0, shuffle: bool = True) -> None:
+        self.n, self.rank, self.world_size, self.seed, self.shuffle = n, rank, world_size, seed, shuffle
+        self.epoch = 0
+        self.num_samples = math.ceil(n / world_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.n, generator=g).tolist()
+        else:
+            order = list(range(self.n))
+        total = self.num_samples * self.world_size
+        order += order[: total - len(order)]
+        return iter(order[self.rank : total : self.world_size])
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    *,
+    epoch: int,
+    needs_features: bool = False,
+    lr_fn: Callable[[int], float] | None = None,
+    device: torch.device | str = "cpu",
+) -> dict[str, float]:
+    """One pass over ``loader``; returns ``train_loss`` (mean per sample), ``lr`` (last), ``samples``.
+
+    ``lr_fn(step)`` sets the learning rate before each step. Raises ``NonFiniteLossError`` on NaN/inf.
+    """
+    model.train()
+    total, seen, lr = 0.0, 0, optimizer.param_groups[0]["lr"]
+    for step, (x, y) in enumerate(loader):
+        if lr_fn is not None:
+            lr = lr_fn(step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        logits, features = model(x)  # (N, K), (N, D)
+        loss = criterion(logits, y, features=features if needs_features else None)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        value = loss.item()  # the value logged anyway; also the NaN check
+        if not math.isfinite(value):
+            raise NonFiniteLossError(epoch + 1, step, value)
+        total += value * y.shape[0]
+        seen += y.shape[0]
+    return {"train_loss": total / max(seen, 1), "lr": lr, "samples": seen}
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, loader: DataLoader, num_classes: int, *, device: torch.device | str = "cpu"
+) -> EvalAccumulator:
+    """Accumulate a confusion matrix and calibration statistics over ``loader`` (summable across workers)."""
+    model.eval()
+    acc = EvalAccumulator(num_classes)
+    for x, y in loader:
+        logits, _ = model(x.to(device, non_blocking=True))
+        acc.update(logits.float().cpu(), y.cpu())
+    return acc
+
+
+def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float | None]:
+    """The scalar (history-worthy) entries of a metrics dict."""
+    return {k: v for k, v in metrics.items() if v is None or isinstance(v, (int, float))}
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    epoch: int,
+    history: list[dict[str, Any]],
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Save model + optimizer + epochs completed + history + RNG state to ``path`` (atomic rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    module = getattr(model, "module", model)  # unwrap DDP
+    state = {
+        "model": module.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "epoch": epoch,
+        "history": history,
+        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+        "extra": extra or {},
+    }
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str], model: nn.Module, optimizer: torch.optim.Optimizer | None = None
+) -> dict[str, Any]:
+    """Load a checkpoint written by ``save_checkpoint`` into ``model`` (and ``optimizer``); returns its state."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    getattr(model, "module", model).load_state_dict(state["model"])
+    if optimizer is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    rng = state.get("rng")
+    if rng:
+        torch.set_rng_state(rng["torch"])
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])
+    return state
+
+
+def fit(
+    cfg: FitConfig,
+    data: Any,
+    *,
+    callback: Callable[[int, dict[str, Any]], None] | None = None,
+    checkpoint_path: str | os.PathLike[str] | None = None,
+    resume_from: str | os.PathLike[str] | None = None,
+    device: torch.device | str = "cpu",
+    stop_after: int | None = None,
+) -> list[dict[str, Any]]:
+    """Train ``cfg`` on ``data`` (an ``lt_core.datasets.LTData``); returns the per-epoch history.
+
+    ``callback(epoch, metrics)`` gets the 1-based epoch and the full metrics dict (per-class accuracy, shot
+    groups, calibration, ``train_loss``, ``lr``, ``epoch_time_s``). With ``checkpoint_path`` a checkpoint is
+    written after every epoch; ``resume_from`` continues from one. ``stop_after`` ends the run early after that
+    many epochs in total (for tests of resume).
+    """
+    from lt_core.models import create_model
+
+    seed_everything(cfg.seed)
+    if LOSSES[cfg.loss].needs_class_counts or cfg.reweighting != "none":
+        data.require_all_classes()
+    model = create_model(cfg.model, data.num_classes, data.input_shape, **cfg.model_params).to(device)
+    optimizer = build_optimizer(model, cfg)
+    history: list[dict[str, Any]] = []
+    start = 0
+    if resume_from is not None:
+        state = load_checkpoint(resume_from, model, optimizer)
+        start, history = int(state["epoch"]), list(state["history"])
+    sampler = EpochShardSampler(len(data.train), seed=cfg.seed)
+    train_loader = DataLoader(data.train, batch_size=cfg.batch_size, sampler=sampler, drop_last=False)
+    test_loader = DataLoader(data.test, batch_size=max(cfg.batch_size, 512), shuffle=False)
+    schedule = LossSchedule(cfg, data.class_counts, device)
+    steps = len(train_loader)
+    end = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
+    for epoch in range(start, end):
+        t0 = time.perf_counter()
+        sampler.set_epoch(epoch)
+        criterion, needs_features = schedule.criterion(epoch)
+        train_stats = train_one_epoch(
+            model,
+            train_loader,
+            criterion,
+            optimizer,
+            epoch=epoch,
+            needs_features=needs_features,
+            lr_fn=lambda step, e=epoch: lr_at(cfg, e, step, steps),
+            device=device,
+        )
+        metrics = evaluate(model, test_loader, data.num_classes, device=device).compute(
+            data.class_counts, many_threshold=cfg.many_threshold, few_threshold=cfg.few_threshold
+        )
+        metrics.update(
+            epoch=epoch + 1, train_loss=train_stats["train_loss"], lr=train_stats["lr"],
+            epoch_time_s=time.perf_counter() - t0,
+        )
+        history.append(scalar_metrics(metrics))
+        if checkpoint_path is not None:
+            save_checkpoint(checkpoint_path, model, optimizer, epoch + 1, history, {"config": cfg.to_dict()})
+        if callback is not None:
+            callback(epoch + 1, metrics)
+    return history
+
