@@ -56,7 +56,7 @@ class _Strict(BaseModel):
 # --------------------------------------------------------------------------------------------------------------
 # Search domains
 # --------------------------------------------------------------------------------------------------------------
-Scalar = Union[bool, int, float, str]
+Scalar = bool | int | float | str
 
 
 class Choice(_Strict):
@@ -131,8 +131,14 @@ class QUniform(_Strict):
 
 
 DOMAIN_KEYS = ("choice", "grid", "uniform", "loguniform", "randint", "quniform")
-_DOMAIN_MODELS = {"choice": Choice, "grid": Grid, "uniform": Uniform, "loguniform": LogUniform, "randint": RandInt,
-                  "quniform": QUniform}
+_DOMAIN_MODELS = {
+    "choice": Choice,
+    "grid": Grid,
+    "uniform": Uniform,
+    "loguniform": LogUniform,
+    "randint": RandInt,
+    "quniform": QUniform,
+}
 _DOMAIN_HELP = "expected a value or one search domain: " + ", ".join(f"{{{k!r}: ...}}" for k in DOMAIN_KEYS)
 
 
@@ -151,12 +157,12 @@ def _tagged(value_type: Any) -> Any:
     """``value_type`` or a search domain, told apart by shape so errors name just the one that was meant."""
     members = [Annotated[value_type, Tag("value")]] + [Annotated[m, Tag(k)] for k, m in _DOMAIN_MODELS.items()]
     return Annotated[
-        Union[tuple(members)],
+        Union[tuple(members)],  # noqa: UP007 - built at run time
         Discriminator(_domain_tag, custom_error_type="invalid_domain", custom_error_message=_DOMAIN_HELP),
     ]
 
 
-Domain = Union[Choice, Grid, Uniform, LogUniform, RandInt, QUniform]
+Domain = Choice | Grid | Uniform | LogUniform | RandInt | QUniform
 
 
 def is_domain(value: Any) -> bool:
@@ -182,7 +188,11 @@ def domain_values(domain: Domain) -> list[Any]:
 
 
 def _range_checker(
-    *, ge: float | None = None, gt: float | None = None, le: float | None = None, lt: float | None = None,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
     integer: bool = False,
 ):
     def check(value: Any) -> Any:
@@ -295,9 +305,7 @@ class NpzDataset(_Strict):
     class_names: list[str] | None = None
 
 
-DatasetSpec = Annotated[
-    Union[DigitsLT, SyntheticLT, Cifar10LT, Cifar100LT, NpzDataset], Field(discriminator="name")
-]
+DatasetSpec = Annotated[DigitsLT | SyntheticLT | Cifar10LT | Cifar100LT | NpzDataset, Field(discriminator="name")]
 
 
 class MLPModel(_Strict):
@@ -323,7 +331,7 @@ class ResNet32Model(_Strict):
     normalized: bool = False
 
 
-ModelSpec = Annotated[Union[MLPModel, ResNet32Model], Field(discriminator="name")]
+ModelSpec = Annotated[MLPModel | ResNet32Model, Field(discriminator="name")]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -346,7 +354,10 @@ class Reweighting(_Strict):
 
 class _Branch(_Strict):
     label: str | None = Field(
-        None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.+-]+$",
+        None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.+-]+$",
         description="A name for this branch in results (default: the loss name); unique within a job.",
     )
     reweighting: Reweighting | None = Field(None, description="Overrides the job's re-weighting for this branch.")
@@ -442,17 +453,31 @@ class LogitAdjustedSpec(_Branch):
 
 
 LossBranch = Annotated[
-    Union[
-        CESpec, FocalSpec, LabelSmoothingSpec, SEQLSpec, IBSpec, IBFocalSpec, CDTSpec, LDAMSpec,
-        BalancedSoftmaxSpec, LogitAdjustedSpec,
-    ],
+    CESpec
+    | FocalSpec
+    | LabelSmoothingSpec
+    | SEQLSpec
+    | IBSpec
+    | IBFocalSpec
+    | CDTSpec
+    | LDAMSpec
+    | BalancedSoftmaxSpec
+    | LogitAdjustedSpec,
     Field(discriminator="name"),
 ]
 BRANCH_MODELS: dict[str, type[_Branch]] = {
     m.model_fields["name"].default: m
     for m in (
-        CESpec, FocalSpec, LabelSmoothingSpec, SEQLSpec, IBSpec, IBFocalSpec, CDTSpec, LDAMSpec,
-        BalancedSoftmaxSpec, LogitAdjustedSpec,
+        CESpec,
+        FocalSpec,
+        LabelSmoothingSpec,
+        SEQLSpec,
+        IBSpec,
+        IBFocalSpec,
+        CDTSpec,
+        LDAMSpec,
+        BalancedSoftmaxSpec,
+        LogitAdjustedSpec,
     )
 }
 
@@ -577,7 +602,9 @@ class JobSpec(_Strict):
             raise ValueError(f"train.epochs: {epochs} exceeds the limit of {max_epochs}")
         max_trials = int(ctx.get("max_trials", DEFAULT_MAX_TRIALS))
         if self.trial_count() > max_trials:
-            raise ValueError(f"tune.num_samples: the job would run {self.trial_count()} trials, more than the limit of {max_trials}")
+            raise ValueError(
+                f"tune.num_samples: the job would run {self.trial_count()} trials, more than the limit of {max_trials}"
+            )
         return self
 
     # -- helpers used by the search, the service and the CLI ------------------------------------------------------

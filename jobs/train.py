@@ -130,8 +130,14 @@ def run_trial(trial: dict[str, Any], dataset: dict[str, Any], ctx: TrialContext 
         sampler.set_epoch(epoch)
         criterion, needs_features = schedule.criterion(epoch)
         stats = train_one_epoch(
-            model, train_loader, criterion, optimizer, epoch=epoch, needs_features=needs_features,
-            lr_fn=lambda step, e=epoch: lr_at(cfg, e, step, steps), device=ctx.device,
+            model,
+            train_loader,
+            criterion,
+            optimizer,
+            epoch=epoch,
+            needs_features=needs_features,
+            lr_fn=lambda step, e=epoch: lr_at(cfg, e, step, steps),
+            device=ctx.device,
         )
         # NCCL reduces device tensors only: move the (small) summable state to the device and back.
         acc = evaluate(eval_model, test_loader, data.num_classes, device=ctx.device).to(ctx.device)
@@ -149,7 +155,7 @@ def run_trial(trial: dict[str, Any], dataset: dict[str, Any], ctx: TrialContext 
             loss_phase=schedule.phase(epoch)[0],
             reported_at=time.time(),
         )
-        history.append(scalar_metrics(metrics))
+        history.append(scalar_metrics(metrics) | {"loss_phase": metrics["loss_phase"]})
         report = report_payload(metrics)
         if ctx.report is None:
             continue

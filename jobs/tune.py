@@ -104,7 +104,7 @@ def _sections(spec: JobSpec, index: int | None) -> dict[str, dict[str, Any]]:
 
 def _assemble(spec: JobSpec, index: int | None, values: dict[str, dict[str, Any]], sample: int) -> dict[str, Any]:
     branch = spec.losses[index] if index is not None else None
-    rw = (branch.reweighting if branch is not None and branch.reweighting is not None else spec.reweighting)
+    rw = branch.reweighting if branch is not None and branch.reweighting is not None else spec.reweighting
     train = {k: getattr(spec.train, k) for k in TRAIN_FIXED} | values["train"]
     train["milestones"] = list(train["milestones"])
     train["seed"] = spec.train.seed + sample
@@ -115,9 +115,7 @@ def _assemble(spec: JobSpec, index: int | None, values: dict[str, dict[str, Any]
     searched = {f"loss.{k}": v for k, v in values["loss"].items()}
     searched |= {f"{branch.name if branch else 'ce'}.{k}": v for k, v in values["branch"].items()}
     searched |= {f"train.{k}": values["train"][k] for k in TRAIN_SEARCHABLE if is_domain(getattr(spec.train, k))}
-    searched |= {
-        f"model.{k}": values["model"][k] for k in values["model"] if is_domain(getattr(spec.model, k, None))
-    }
+    searched |= {f"model.{k}": values["model"][k] for k in values["model"] if is_domain(getattr(spec.model, k, None))}
     return {
         "branch": "control" if branch is None else branch.key,
         "branch_index": -1 if branch is None else index,
@@ -153,7 +151,7 @@ def plan_trials(spec: JobSpec) -> list[dict[str, Any]]:
             if isinstance(v, Grid) or (grid_choices and isinstance(v, Choice))
         ]
         for combo in itertools.product(*[values for _, _, values in axes]):
-            fixed = {(s, k): value for (s, k, _), value in zip(axes, combo)}
+            fixed = {(s, k): value for (s, k, _), value in zip(axes, combo, strict=True)}
             for sample in range(spec.tune.num_samples):
                 values = {
                     s: {
@@ -168,9 +166,8 @@ def plan_trials(spec: JobSpec) -> list[dict[str, Any]]:
 
 def tpe_space(spec: JobSpec) -> Callable[[Any], dict[str, Any]]:
     """An Optuna define-by-run space: the control first, then ``branch`` and that branch's own parameters."""
-    control_pending = [spec.tune.control]
+    control_pending = [spec.tune.control]  # Tune asks for suggestions from its one driver thread
     keys = [b.key for b in spec.losses]
-    lock = threading.Lock()
 
     def suggest(name: str, domain: Any, ot_trial: Any) -> Any:
         if isinstance(domain, Choice):
@@ -187,14 +184,11 @@ def tpe_space(spec: JobSpec) -> Callable[[Any], dict[str, Any]]:
         return ot_trial.suggest_float(name, lo, hi, step=q)
 
     def space(ot_trial: Any) -> dict[str, Any]:
-        with lock:
-            if control_pending[0]:
-                control_pending[0] = False
-                sections = _sections(spec, None)
-                values = {
-                    s: {k: center_value(v) if is_domain(v) else v for k, v in d.items()} for s, d in sections.items()
-                }
-                return {"trial": _assemble(spec, None, values, 0)}
+        if control_pending[0]:
+            control_pending[0] = False
+            sections = _sections(spec, None)
+            values = {s: {k: center_value(v) if is_domain(v) else v for k, v in d.items()} for s, d in sections.items()}
+            return {"trial": _assemble(spec, None, values, 0)}
         key = ot_trial.suggest_categorical("branch", keys)
         index = keys.index(key)
         values = {}
@@ -238,14 +232,19 @@ class ResultCollector:
             if kind == "trial_started":
                 t = self.trials.setdefault(event["trial_id"], {"history": [], "final": None, "best": None})
                 t.update(
-                    trial_id=event["trial_id"], branch=event["branch"], branch_index=event["branch_index"],
-                    is_control=event["is_control"], config=event["config"], status="running", error=None,
+                    trial_id=event["trial_id"],
+                    branch=event["branch"],
+                    branch_index=event["branch_index"],
+                    is_control=event["is_control"],
+                    config=event["config"],
+                    status="running",
+                    error=None,
                     checkpoint_path=t.get("checkpoint_path"),
                 )
             elif kind == "epoch":
                 t = self.trials[event["trial_id"]]
                 metrics = event["metrics"]
-                scalars = {k: v for k, v in metrics.items() if v is None or isinstance(v, (int, float))}
+                scalars = {k: v for k, v in metrics.items() if v is None or isinstance(v, (int, float, str))}
                 t["history"] = [h for h in t["history"] if h["epoch"] != event["epoch"]] + [scalars]
                 t["history"].sort(key=lambda h: h["epoch"])
                 t["final"] = metrics
@@ -266,8 +265,11 @@ class ResultCollector:
         for t in trials:
             if t["best"] is not None and (best is None or self._better(t["best"]["value"], best["value"])):
                 best = {
-                    "trial_id": t["trial_id"], "branch": t["branch"], "epoch": t["best"]["epoch"],
-                    "value": t["best"]["value"], "config": t["config"],
+                    "trial_id": t["trial_id"],
+                    "branch": t["branch"],
+                    "epoch": t["best"]["epoch"],
+                    "value": t["best"]["value"],
+                    "config": t["config"],
                 }
         control = next((t for t in trials if t.get("is_control")), None)
         control_value = control["best"]["value"] if control and control["best"] else None
@@ -285,22 +287,33 @@ class ResultCollector:
                 gain = value - control_value if self.mode == "max" else control_value - value
             branches.append(
                 {
-                    "branch": b.key, "branch_index": index, "loss": b.name,
+                    "branch": b.key,
+                    "branch_index": index,
+                    "loss": b.name,
                     "trials": sum(1 for t in trials if t.get("branch_index") == index),
-                    "best_trial_id": top["trial_id"] if top else None, "best_value": value,
+                    "best_trial_id": top["trial_id"] if top else None,
+                    "best_value": value,
                     "best_epoch": top["best"]["epoch"] if top else None,
                     "best_config": top["config"] if top else None,
-                    "control_value": control_value, "gain": gain,
+                    "control_value": control_value,
+                    "gain": gain,
                     "best_metrics": (
                         {k: v for k, v in top["best"]["metrics"].items() if v is None or isinstance(v, (int, float))}
-                        if top else None
+                        if top
+                        else None
                     ),
                 }
             )
         return {
-            "job_name": self.spec.name, "metric": self.metric, "mode": self.mode, "best_scope": "best_epoch",
-            "dataset": self.dataset, "trials": trials, "best_trial": best,
-            "control_trial_id": control["trial_id"] if control else None, "branches": branches,
+            "job_name": self.spec.name,
+            "metric": self.metric,
+            "mode": self.mode,
+            "best_scope": "best_epoch",
+            "dataset": self.dataset,
+            "trials": trials,
+            "best_trial": best,
+            "control_trial_id": control["trial_id"] if control else None,
+            "branches": branches,
         }
 
 
@@ -313,8 +326,11 @@ def dataset_meta(spec: JobSpec) -> dict[str, Any]:
     name = params.pop("name")
     data = load_dataset(name, **params)
     return {
-        "name": name, "fingerprint": data.fingerprint, "class_names": list(data.class_names),
-        "class_counts": data.class_counts.tolist(), "num_classes": data.num_classes,
+        "name": name,
+        "fingerprint": data.fingerprint,
+        "class_names": list(data.class_names),
+        "class_counts": data.class_counts.tolist(),
+        "num_classes": data.num_classes,
         "shot_groups": shot_groups(data.class_counts),
     }
 
@@ -338,7 +354,8 @@ def _trial_driver(config: dict[str, Any], job: dict[str, Any]) -> None:
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
-            "trial": config["trial"], "dataset": job["dataset"],
+            "trial": config["trial"],
+            "dataset": job["dataset"],
             "threads": max(1, int(scaling["cpus_per_worker"])),
         },
         scaling_config=ray.train.ScalingConfig(
@@ -360,49 +377,76 @@ def _trial_driver(config: dict[str, Any], job: dict[str, Any]) -> None:
 def _make_callback(collector: ResultCollector, emit: EventSink, epochs: int):
     from ray.tune import Callback
 
-    class EventCallback(Callback):
-        """Turns Tune's trial life-cycle into job events (runs in the job driver process)."""
+    global _EventCallback
+    if _EventCallback is None:
 
-        def on_trial_start(self, iteration, trials, trial, **info):
-            t = trial.config["trial"]
-            emit(
-                {
-                    "type": "trial_started", "trial_id": trial.trial_id, "branch": t["branch"],
-                    "branch_index": t["branch_index"], "is_control": t["is_control"], "config": t["config"],
-                }
-            )
+        class EventCallback(Callback):
+            """Turns Tune's trial life-cycle into job events (runs in the job driver process)."""
 
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            if METRICS_JSON not in result:
-                return
-            metrics = json.loads(result[METRICS_JSON])
-            emit(
-                {
-                    "type": "epoch", "trial_id": trial.trial_id, "epoch": int(metrics["epoch"]), "metrics": metrics,
-                    "checkpoint_path": result.get("checkpoint_path"),
-                }
-            )
+            def __init__(self, collector: ResultCollector, emit: EventSink, epochs: int) -> None:
+                self.collector, self.emit, self.epochs = collector, emit, epochs
 
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            done = collector.trials.get(trial.trial_id, {}).get("history", [])
-            last = done[-1]["epoch"] if done else 0
-            emit(
-                {
-                    "type": "trial_finished", "trial_id": trial.trial_id,
-                    "status": "succeeded" if last >= epochs else "stopped", "error": None,
-                }
-            )
+            # The Tuner pickles its callbacks for Tuner.restore; the sink (HTTP clients, locks) stays out of that.
+            def __getstate__(self) -> dict:
+                return {}
 
-        def on_trial_error(self, iteration, trials, trial, **info):
-            error = trial.get_error()
-            emit(
-                {
-                    "type": "trial_finished", "trial_id": trial.trial_id, "status": "failed",
-                    "error": _short_error(str(error) if error else "trial failed"),
-                }
-            )
+            def on_trial_start(self, iteration, trials, trial, **info):
+                t = trial.config["trial"]
+                self.emit(
+                    {
+                        "type": "trial_started",
+                        "trial_id": trial.trial_id,
+                        "branch": t["branch"],
+                        "branch_index": t["branch_index"],
+                        "is_control": t["is_control"],
+                        "config": t["config"],
+                    }
+                )
 
-    return EventCallback()
+            def on_trial_result(self, iteration, trials, trial, result, **info):
+                if METRICS_JSON not in result:
+                    return
+                metrics = json.loads(result[METRICS_JSON])
+                self.emit(
+                    {
+                        "type": "epoch",
+                        "trial_id": trial.trial_id,
+                        "epoch": int(metrics["epoch"]),
+                        "metrics": metrics,
+                        "checkpoint_path": result.get("checkpoint_path"),
+                    }
+                )
+
+            def on_trial_complete(self, iteration, trials, trial, **info):
+                done = self.collector.trials.get(trial.trial_id, {}).get("history", [])
+                last = done[-1]["epoch"] if done else 0
+                self.emit(
+                    {
+                        "type": "trial_finished",
+                        "trial_id": trial.trial_id,
+                        "status": "succeeded" if last >= self.epochs else "stopped",
+                        "error": None,
+                    }
+                )
+
+            def on_trial_error(self, iteration, trials, trial, **info):
+                error = trial.get_error()
+                self.emit(
+                    {
+                        "type": "trial_finished",
+                        "trial_id": trial.trial_id,
+                        "status": "failed",
+                        "error": _short_error(str(error) if error else "trial failed"),
+                    }
+                )
+
+        EventCallback.__qualname__ = EventCallback.__name__ = "_EventCallback"
+        _EventCallback = EventCallback
+    return _EventCallback(collector, emit, epochs)
+
+
+# Defined on first use (it subclasses a Ray class, and this module must import without Ray).
+_EventCallback = None
 
 
 def _short_error(text: str, limit: int = 2000) -> str:
@@ -473,15 +517,15 @@ def run_job(
         "storage_path": storage,
         "experiment": name,
     }
-    trainable = tune.with_resources(
-        tune.with_parameters(_trial_driver, job=job), {"CPU": TRIAL_DRIVER_CPU}
-    )
+    trainable = tune.with_resources(tune.with_parameters(_trial_driver, job=job), {"CPU": TRIAL_DRIVER_CPU})
     if spec.tune.search == "tpe":
         from optuna.samplers import TPESampler
         from ray.tune.search.optuna import OptunaSearch
 
         search_alg = OptunaSearch(
-            space=tpe_space(spec), metric=spec.tune.metric, mode=spec.tune.resolved_mode,
+            space=tpe_space(spec),
+            metric=spec.tune.metric,
+            mode=spec.tune.resolved_mode,
             sampler=TPESampler(seed=spec.tune.seed, n_startup_trials=max(2, len(spec.losses))),
         )
         param_space: dict[str, Any] = {}

@@ -94,7 +94,10 @@ def test_control_takes_a_deterministic_center_of_shared_train_domains():
 
 def test_tpe_space_gives_control_first_then_conditional_branches():
     s = spec(
-        losses=[{"name": "focal", "gamma": {"uniform": [0.5, 3.0]}}, {"name": "logit_adjusted", "tau": {"choice": [1, 2]}}],
+        losses=[
+            {"name": "focal", "gamma": {"uniform": [0.5, 3.0]}},
+            {"name": "logit_adjusted", "tau": {"choice": [1, 2]}},
+        ],
         train={"epochs": 10, "lr": {"loguniform": [0.01, 1.0]}},
         tune={"search": "tpe", "num_samples": 3},
     )
@@ -128,11 +131,23 @@ def _metrics(value: float, epoch: int) -> dict:
 def test_collector_builds_best_trial_and_gains_over_control():
     s = spec(losses=[{"name": "focal", "gamma": {"choice": [1, 2]}}, {"name": "cdt"}], tune={"num_samples": 2})
     c = ResultCollector(s, {"name": "digits_lt"})
-    runs = {"t0": ("control", -1, True, [0.5, 0.6]), "t1": ("focal", 0, False, [0.55, 0.7]),
-            "t2": ("focal", 0, False, [0.65, 0.62]), "t3": ("cdt", 1, False, [0.4])}
+    runs = {
+        "t0": ("control", -1, True, [0.5, 0.6]),
+        "t1": ("focal", 0, False, [0.55, 0.7]),
+        "t2": ("focal", 0, False, [0.65, 0.62]),
+        "t3": ("cdt", 1, False, [0.4]),
+    }
     for tid, (branch, index, control, values) in runs.items():
-        c.apply({"type": "trial_started", "trial_id": tid, "branch": branch, "branch_index": index,
-                 "is_control": control, "config": {}})
+        c.apply(
+            {
+                "type": "trial_started",
+                "trial_id": tid,
+                "branch": branch,
+                "branch_index": index,
+                "is_control": control,
+                "config": {},
+            }
+        )
         for e, v in enumerate(values, 1):
             c.apply({"type": "epoch", "trial_id": tid, "epoch": e, "metrics": _metrics(v, e)})
         c.apply({"type": "trial_finished", "trial_id": tid, "status": "succeeded" if len(values) == 2 else "stopped"})
@@ -150,8 +165,9 @@ def test_collector_builds_best_trial_and_gains_over_control():
 def test_collector_mode_min_and_duplicate_epochs():
     s = spec(losses=[{"name": "ce"}], tune={"metric": "nll"})
     c = ResultCollector(s)
-    c.apply({"type": "trial_started", "trial_id": "a", "branch": "ce", "branch_index": 0, "is_control": False,
-             "config": {}})
+    c.apply(
+        {"type": "trial_started", "trial_id": "a", "branch": "ce", "branch_index": 0, "is_control": False, "config": {}}
+    )
     for e, v in [(1, 2.0), (2, 1.0), (2, 1.0), (3, 1.5)]:
         c.apply({"type": "epoch", "trial_id": "a", "epoch": e, "metrics": {"epoch": e, "nll": v}})
     r = c.result()

@@ -22,13 +22,22 @@ EXAMPLE = {
     ],
     "reweighting": {"scheme": "none"},
     "train": {
-        "epochs": 30, "batch_size": 128, "optimizer": "sgd", "lr": {"loguniform": [0.01, 0.5]},
-        "weight_decay": 5e-4, "seed": 0,
+        "epochs": 30,
+        "batch_size": 128,
+        "optimizer": "sgd",
+        "lr": {"loguniform": [0.01, 0.5]},
+        "weight_decay": 5e-4,
+        "seed": 0,
     },
     "scaling": {"num_workers": 1, "use_gpu": False},
     "tune": {
-        "num_samples": 2, "metric": "balanced_accuracy", "mode": "max", "search": "random", "scheduler": "fifo",
-        "max_concurrent_trials": 2, "control": True,
+        "num_samples": 2,
+        "metric": "balanced_accuracy",
+        "mode": "max",
+        "search": "random",
+        "scheduler": "fifo",
+        "max_concurrent_trials": 2,
+        "control": True,
     },
 }
 
@@ -162,10 +171,9 @@ def test_branch_models_match_the_loss_registry():
 
 
 def test_dataset_and_model_specs_match_their_registries():
+    from jobs.spec import DatasetSpec, ModelSpec
     from lt_core.datasets import DATASETS
     from lt_core.models import MODELS
-
-    from jobs.spec import DatasetSpec, ModelSpec
 
     for registry, union in ((DATASETS, DatasetSpec), (MODELS, ModelSpec)):
         models = {m.model_fields["name"].default: m for m in union.__origin__.__args__}

@@ -1,0 +1,148 @@
+"""Trials as plain PyTorch, as 2-worker Ray Train DDP runs, and small Ray Tune searches (real local Ray)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from jobs.spec import JobSpec
+from jobs.train import METRICS_JSON, TrialContext, global_class_counts, run_trial
+from jobs.tune import plan_trials, run_job
+
+DIGITS = {"name": "digits_lt", "imbalance_factor": 20, "profile": "exp", "test_per_class": 50, "seed": 0}
+
+
+def tiny_spec(**kw) -> JobSpec:
+    data = {
+        "name": "tiny",
+        "dataset": DIGITS,
+        "model": {"name": "mlp", "hidden_sizes": [32]},
+        "losses": [{"name": "focal", "gamma": 2.0}, {"name": "logit_adjusted"}],
+        "train": {"epochs": 2, "batch_size": 64, "lr": 0.1},
+        "scaling": {"num_workers": 1, "cpus_per_worker": 0.99},
+        "tune": {"num_samples": 1, "max_concurrent_trials": 2},
+    }
+    return JobSpec.model_validate(data | kw)
+
+
+def test_run_trial_is_plain_pytorch_without_ray():
+    trial = plan_trials(tiny_spec(losses=[{"name": "ib", "start_epoch": 1}]))[1]
+    reports = []
+    history = run_trial(trial, DIGITS, TrialContext(report=lambda m, ckpt: reports.append((m, ckpt))))
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert [h["loss_phase"] for h in history] == ["ce", "ib"]  # IB's plain-CE warm-up, then IB
+    metrics, ckpt = reports[-1]
+    full = json.loads(metrics[METRICS_JSON])
+    assert ckpt is not None and len(full["per_class_accuracy"]) == 10
+    assert metrics["balanced_accuracy"] == full["balanced_accuracy"]
+    assert all(math.isfinite(h["train_loss"]) for h in history)
+
+
+def _probe_loop(config):
+    """A Ray Train worker that records its shard and all-reduced counts, then runs the real trial loop."""
+    import ray.train
+    import torch.distributed as dist
+
+    from jobs.train import fit_config, train_loop_per_worker
+    from lt_core.datasets import load_dataset
+    from lt_core.engine import LossSchedule, shard_indices
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    data = load_dataset("digits_lt", **{k: v for k, v in config["dataset"].items() if k != "name"})
+    shard = torch.bincount(data.train_targets[shard_indices(len(data.train_targets), rank, world)], minlength=10)
+    counts = global_class_counts(data, rank, world)
+    loss, _ = LossSchedule(fit_config(config["trial"]), counts).criterion(0)
+    train_loop_per_worker(config)
+    return {
+        "rank": rank,
+        "world": world,
+        "dist": dist.is_initialized(),
+        "shard": shard.tolist(),
+        "counts": counts.tolist(),
+        "dataset_counts": data.class_counts.tolist(),
+        "log_prior": loss.log_prior.tolist() if hasattr(loss, "log_prior") else None,
+        "buffers": {k: v.tolist() for k, v in loss.named_buffers()},
+    }
+
+
+@pytest.mark.ray
+def test_two_worker_ddp_trial_all_reduces_counts_and_builds_the_loss_from_them(ray_session, tmp_path):
+    import sys
+
+    import ray.cloudpickle
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import test modules
+    spec = tiny_spec(losses=[{"name": "logit_adjusted", "tau": 1.0}])
+    trial = plan_trials(spec)[1]
+    trainer = TorchTrainer(
+        _probe_loop,
+        train_loop_config={"trial": trial, "dataset": DIGITS},
+        scaling_config=ray.train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.99}),
+        run_config=ray.train.RunConfig(name="ddp-probe", storage_path=str(tmp_path)),
+    )
+    result = trainer.fit()
+    assert result.error is None
+    out = result.return_value
+    assert out["world"] == 2 and out["dist"] is True
+    assert out["counts"] == out["dataset_counts"]
+    assert out["shard"] != out["counts"] and sum(out["shard"]) < sum(out["counts"])  # a real shard, summed
+    counts = torch.tensor(out["counts"], dtype=torch.float64)
+    buffers = {k: torch.tensor(v, dtype=torch.float64) for k, v in out["buffers"].items()}
+    expected = torch.log(counts / counts.sum())
+    assert any(torch.allclose(b, expected, atol=1e-5) for b in buffers.values() if b.shape == expected.shape)
+    metrics = json.loads(result.metrics[METRICS_JSON])
+    assert metrics["epoch"] == 2 and len(metrics["per_class_accuracy"]) == 10
+    assert result.checkpoint is not None
+
+
+@pytest.mark.ray
+def test_small_search_over_two_branches_returns_a_complete_result(ray_session, tmp_path):
+    spec = tiny_spec()
+    events = []
+    result = run_job(spec, storage_path=tmp_path, on_event=events.append)
+    assert json.loads(json.dumps(result)) == result  # plain JSON
+    trials = result["trials"]
+    assert len(trials) == 3 and sum(t["is_control"] for t in trials) == 1
+    assert {t["branch"] for t in trials} == {"control", "focal", "logit_adjusted"}
+    for t in trials:
+        assert t["status"] == "succeeded" and [h["epoch"] for h in t["history"]] == [1, 2]
+        assert len(t["final"]["per_class_accuracy"]) == 10 and t["best"]["epoch"] in (1, 2)
+        assert set(t["final"]) >= {"many_shot_accuracy", "medium_shot_accuracy", "few_shot_accuracy", "ece"}
+        assert t["checkpoint_path"]
+    control = next(t for t in trials if t["is_control"])
+    for b in result["branches"]:
+        assert math.isclose(b["gain"], b["best_value"] - control["best"]["value"])
+    assert result["best_trial"]["value"] == max(t["best"]["value"] for t in trials)
+    assert result["dataset"]["fingerprint"] and sum(result["dataset"]["class_counts"]) > 0
+    kinds = [e["type"] for e in events]
+    assert kinds.count("trial_started") == 3 and kinds.count("trial_finished") == 3 and kinds.count("epoch") == 6
+
+
+@pytest.mark.ray
+def test_tpe_with_asha_keeps_the_control_and_respects_the_grace_period(ray_session, tmp_path):
+    spec = tiny_spec(
+        losses=[{"name": "focal", "gamma": {"uniform": [0.5, 3.0]}}, {"name": "ib", "start_epoch": 1}],
+        train={"epochs": 3, "batch_size": 64, "lr": {"loguniform": [0.01, 0.3]}},
+        tune={
+            "num_samples": 2,
+            "search": "tpe",
+            "scheduler": "asha",
+            "grace_period": 1,
+            "reduction_factor": 2,
+            "max_concurrent_trials": 2,
+        },
+    )
+    result = run_job(spec, storage_path=tmp_path)
+    trials = result["trials"]
+    assert len(trials) == spec.trial_count() == 5
+    control = next(t for t in trials if t["is_control"])
+    assert control["status"] == "succeeded" and len(control["history"]) == 3
+    for t in trials:
+        assert len(t["history"]) >= 2  # grace = IB start (1) + 1: nobody is stopped before re-balancing runs
+        assert t["status"] in ("succeeded", "stopped")
