@@ -164,40 +164,52 @@ def plan_trials(spec: JobSpec) -> list[dict[str, Any]]:
     return trials
 
 
-def tpe_space(spec: JobSpec) -> Callable[[Any], dict[str, Any]]:
-    """An Optuna define-by-run space: the control first, then ``branch`` and that branch's own parameters."""
-    control_pending = [spec.tune.control]  # Tune asks for suggestions from its one driver thread
-    keys = [b.key for b in spec.losses]
+def _suggest(name: str, domain: Any, ot_trial: Any) -> Any:
+    """Ask an Optuna trial for a value of ``domain`` under ``name``."""
+    if isinstance(domain, Choice):
+        return ot_trial.suggest_categorical(name, domain.choice)
+    if isinstance(domain, Uniform):
+        return ot_trial.suggest_float(name, *domain.uniform)
+    if isinstance(domain, LogUniform):
+        return ot_trial.suggest_float(name, *domain.loguniform, log=True)
+    if isinstance(domain, RandInt):
+        return ot_trial.suggest_int(name, domain.randint[0], domain.randint[1] - 1)
+    lo, hi, q = domain.quniform
+    if float(q).is_integer() and float(lo).is_integer():
+        return ot_trial.suggest_int(name, int(lo), int(hi), step=int(q))
+    return ot_trial.suggest_float(name, lo, hi, step=q)
 
-    def suggest(name: str, domain: Any, ot_trial: Any) -> Any:
-        if isinstance(domain, Choice):
-            return ot_trial.suggest_categorical(name, domain.choice)
-        if isinstance(domain, Uniform):
-            return ot_trial.suggest_float(name, *domain.uniform)
-        if isinstance(domain, LogUniform):
-            return ot_trial.suggest_float(name, *domain.loguniform, log=True)
-        if isinstance(domain, RandInt):
-            return ot_trial.suggest_int(name, domain.randint[0], domain.randint[1] - 1)
-        lo, hi, q = domain.quniform
-        if float(q).is_integer() and float(lo).is_integer():
-            return ot_trial.suggest_int(name, int(lo), int(hi), step=int(q))
-        return ot_trial.suggest_float(name, lo, hi, step=q)
 
-    def space(ot_trial: Any) -> dict[str, Any]:
-        if control_pending[0]:
-            control_pending[0] = False
+class TPESpace:
+    """An Optuna define-by-run space: the control first, then ``branch`` and that branch's own parameters.
+
+    A picklable callable (Tune checkpoints its searcher). Tune asks for suggestions from its one driver thread.
+    """
+
+    def __init__(self, spec: JobSpec) -> None:
+        self.spec = spec
+        self.control_pending = spec.tune.control
+
+    def __call__(self, ot_trial: Any) -> dict[str, Any]:
+        spec = self.spec
+        if self.control_pending:
+            self.control_pending = False
             sections = _sections(spec, None)
             values = {s: {k: center_value(v) if is_domain(v) else v for k, v in d.items()} for s, d in sections.items()}
             return {"trial": _assemble(spec, None, values, 0)}
+        keys = [b.key for b in spec.losses]
         key = ot_trial.suggest_categorical("branch", keys)
         index = keys.index(key)
         values = {}
         for s, d in _sections(spec, index).items():
             prefix = key if s in ("loss", "branch") else s
-            values[s] = {k: suggest(f"{prefix}.{k}", v, ot_trial) if is_domain(v) else v for k, v in d.items()}
+            values[s] = {k: _suggest(f"{prefix}.{k}", v, ot_trial) if is_domain(v) else v for k, v in d.items()}
         return {"trial": _assemble(spec, index, values, 0)}
 
-    return space
+
+def tpe_space(spec: JobSpec) -> TPESpace:
+    """The conditional define-by-run space for TPE (see ``TPESpace``)."""
+    return TPESpace(spec)
 
 
 def asha_grace_period(spec: JobSpec) -> int:

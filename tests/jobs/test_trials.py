@@ -130,7 +130,7 @@ def test_tpe_with_asha_keeps_the_control_and_respects_the_grace_period(ray_sessi
         losses=[{"name": "focal", "gamma": {"uniform": [0.5, 3.0]}}, {"name": "ib", "start_epoch": 1}],
         train={"epochs": 3, "batch_size": 64, "lr": {"loguniform": [0.01, 0.3]}},
         tune={
-            "num_samples": 2,
+            "num_samples": 1,
             "search": "tpe",
             "scheduler": "asha",
             "grace_period": 1,
@@ -140,7 +140,7 @@ def test_tpe_with_asha_keeps_the_control_and_respects_the_grace_period(ray_sessi
     )
     result = run_job(spec, storage_path=tmp_path)
     trials = result["trials"]
-    assert len(trials) == spec.trial_count() == 5
+    assert len(trials) == spec.trial_count() == 3
     control = next(t for t in trials if t["is_control"])
     assert control["status"] == "succeeded" and len(control["history"]) == 3
     for t in trials:
