@@ -15,6 +15,7 @@
   const LIST_REFRESH_MS = 4000;
   const POLL_MS = 3000;
   const PAGE_SIZE = 50;
+  const SHOWN_METRICS = new Set(["balanced_accuracy", "many_shot_accuracy", "medium_shot_accuracy", "few_shot_accuracy"]);
   const IGNORED_CONFIG_KEYS = new Set(["loss", "branch", "branch_index", "is_control", "sample_index", "trial_id"]);
 
   // ------------------------------------------------------------------------------------------------------------
@@ -56,22 +57,30 @@
     return isNum(v) ? `${(v * 100).toFixed(1)}%` : "–";
   }
 
+  /** A gain in accuracy (a fraction) as percentage points: 0.0705 -> "+7.05 pp". */
+  function fmtPoints(v) {
+    if (!isNum(v)) return "–";
+    const s = (v * 100).toFixed(2);
+    return `${v > 0 ? "+" : ""}${s} pp`;
+  }
+
   function fmtSigned(v, digits = 4) {
     if (!isNum(v)) return "–";
     const s = v.toFixed(digits);
     return v > 0 ? `+${s}` : s;
   }
 
-  /** ISO 8601 -> Date; a timestamp without an offset is taken as UTC. */
-  function parseTime(iso) {
-    if (!iso || typeof iso !== "string") return null;
-    const hasZone = /([zZ]|[+-]\d\d:?\d\d)$/.test(iso);
-    const d = new Date(hasZone ? iso : `${iso}Z`);
+  /** API time -> Date: the API sends unix seconds (float); an ISO 8601 string (UTC if no offset) works too. */
+  function parseTime(t) {
+    if (isNum(t)) return new Date(t * 1000);
+    if (!t || typeof t !== "string") return null;
+    const hasZone = /([zZ]|[+-]\d\d:?\d\d)$/.test(t);
+    const d = new Date(hasZone ? t : `${t}Z`);
     return Number.isNaN(d.getTime()) ? null : d;
   }
 
-  function fmtAge(iso) {
-    const d = parseTime(iso);
+  function fmtAge(t) {
+    const d = parseTime(t);
     if (!d) return "–";
     const s = Math.max(0, (Date.now() - d.getTime()) / 1000);
     if (s < 60) return `${Math.floor(s)} s ago`;
@@ -80,14 +89,14 @@
     return `${Math.floor(s / 86400)} d ago`;
   }
 
-  function fmtDate(iso) {
-    const d = parseTime(iso);
+  function fmtDate(t) {
+    const d = parseTime(t);
     return d ? d.toLocaleString() : "–";
   }
 
-  function fmtDuration(fromIso, toIso) {
-    const a = parseTime(fromIso);
-    const b = toIso ? parseTime(toIso) : new Date();
+  function fmtDuration(from, to) {
+    const a = parseTime(from);
+    const b = to ? parseTime(to) : new Date();
     if (!a || !b) return "–";
     let s = Math.max(0, Math.round((b.getTime() - a.getTime()) / 1000));
     const h = Math.floor(s / 3600);
@@ -97,8 +106,17 @@
     return h ? `${h} h ${m} min` : m ? `${m} min ${s} s` : `${s} s`;
   }
 
-  function timeEl(iso, text) {
-    return el("time", { datetime: iso || null, title: iso ? fmtDate(iso) : null }, text);
+  function timeEl(t, text) {
+    const d = parseTime(t);
+    return el("time", { datetime: d ? d.toISOString() : null, title: d ? d.toLocaleString() : null }, text);
+  }
+
+  /** "0.8528 balanced accuracy (ldam)" from a progress object's `best` ({trial_id, branch, epoch, value}). */
+  function fmtBest(progress, withMetric = true) {
+    const best = progress && progress.best;
+    if (!best || !isNum(best.value)) return null;
+    const metric = withMetric && progress.metric ? ` ${pretty(progress.metric)}` : "";
+    return `${fmtNum(best.value)}${metric}${best.branch ? ` (${best.branch})` : ""}`;
   }
 
   function badge(status) {
@@ -241,6 +259,8 @@
   }
 
   let tokenWanted = false;
+  /** Whether the service wants a token (from /healthz); null while unknown. */
+  let authRequired = null;
 
   function needToken(reason) {
     if (tokenWanted) return;
@@ -272,7 +292,8 @@
       setToken("");
       tokenWanted = false;
       $("token-panel").hidden = true;
-      route();
+      if (authRequired === true) needToken(null);
+      else route();
     });
     updateAuthUi();
   }
@@ -445,7 +466,7 @@
       const total = isNum(p.trials_total) ? p.trials_total : "?";
       const done = isNum(p.trials_done) ? p.trials_done : 0;
       const running = isNum(p.trials_running) && p.trials_running > 0 ? ` (${p.trials_running} running)` : "";
-      const best = isNum(p.best_value) ? `${fmtNum(p.best_value)} ${pretty(p.metric)}` : "–";
+      const best = fmtBest(p) || "–";
       const link = el(
         "a",
         { class: "job-link", href: `#/jobs/${encodeURIComponent(job.id)}`, dataset: { jobId: String(job.id) } },
@@ -523,11 +544,16 @@
       if (job.started_at) add("Started", timeEl(job.started_at, fmtDate(job.started_at)));
       if (job.finished_at) add("Finished", timeEl(job.finished_at, fmtDate(job.finished_at)));
       if (job.started_at) add("Duration", fmtDuration(job.started_at, job.finished_at));
-      sections.head.replaceChildren(
+      const spec = job.spec || {};
+      const p = job.progress || {};
+      if (spec.dataset && spec.dataset.name) add("Dataset", spec.dataset.name);
+      if (p.metric) add("Search", `${p.trials_total ?? "?"} trials, ${p.mode === "min" ? "minimising" : "maximising"} ${pretty(p.metric)}`);
+      sections.head.replaceChildren();
+      append(sections.head, [
         el("div", { class: "job-head" }, el("h1", {}, job.name || job.id), badge(job.status)),
         meta,
         job.error ? el("div", { class: "error-box", role: "status" }, `Error: ${job.error}`) : null,
-      );
+      ]);
       if (!sections.spec.firstChild) {
         sections.spec.append(
           el(
@@ -551,7 +577,7 @@
         `${done}/${total ?? "?"} trials done`,
         isNum(p.trials_running) ? `${p.trials_running} running` : null,
         isNum(p.epochs_reported) ? `${p.epochs_reported} epochs reported` : null,
-        isNum(p.best_value) ? `best ${pretty(p.metric)} ${fmtNum(p.best_value)}` : null,
+        fmtBest(p) ? `best ${fmtBest(p)}` : null,
       ].filter(Boolean);
       const children = [
         el("h2", { id: "progress-title" }, "Progress"),
@@ -702,22 +728,37 @@
       return rows;
     }
 
-    /** The config keys worth a column of text: the loss parameters and what the search varied (seeds aside). */
+    /**
+     * The config keys worth a column of text: the loss parameters and whatever differs between trials (a key
+     * missing from some trials counts as differing); seeds, names and keys equal in every trial are left out.
+     * Works for the driver's flat search config ({"loss.gamma": 2, "reweighting": "none"}) and nested ones.
+     */
     function configKeysToShow(result) {
+      const trials = (result.trials || []).filter((t) => t && t.config && typeof t.config === "object");
       const values = new Map();
-      for (const t of result.trials || []) {
-        for (const [k, val] of flatConfig((t && t.config) || {})) {
-          if (!values.has(k)) values.set(k, new Set());
-          values.get(k).add(JSON.stringify(val));
+      for (const t of trials) {
+        for (const [k, val] of flatConfig(t.config)) {
+          if (!values.has(k)) values.set(k, { seen: new Set(), count: 0 });
+          const entry = values.get(k);
+          entry.seen.add(JSON.stringify(val));
+          entry.count += 1;
         }
       }
       const keys = new Set();
-      for (const [k, seen] of values) {
+      for (const [k, { seen, count }] of values) {
         const leaf = k.split(".").pop();
         if (/seed/i.test(leaf) || IGNORED_CONFIG_KEYS.has(leaf)) continue;
-        if (seen.size > 1 || /^loss[_.]?(params|kwargs)?\./.test(k)) keys.add(k);
+        if (seen.size > 1 || count < trials.length || /^loss[_.]?(params|kwargs)?\./.test(k)) keys.add(k);
       }
-      return keys.size ? keys : null;
+      return keys;
+    }
+
+    /** "gamma=2, reweighting=effective_number-drw": the shown keys, the loss_params. prefix and defaults dropped. */
+    function configText(config, shown) {
+      return flatConfig(config || {})
+        .filter(([k, val]) => shown.has(k) && !(k === "reweighting" && val === "none"))
+        .map(([k, val]) => `${k.replace(/^loss_params\./, "")}=${fmtValue(val)}`)
+        .join(", ");
     }
 
     function renderResults(result, note) {
@@ -734,6 +775,9 @@
         return;
       }
       const metric = result.metric || metricName();
+      // The search metric gets its own column unless it is one of the four accuracy columns already there.
+      const extraMetric = !SHOWN_METRICS.has(metric);
+      const asPoints = /accuracy$/.test(metric) && metricMode() === "max";
       const bestId = result.best_trial && result.best_trial.trial_id;
       const shown = configKeysToShow(result);
       const body = rows.map((r) => {
@@ -746,11 +790,10 @@
           const worse = isNum(r.controlValue) && isNum(r.value) && better(r.controlValue, r.value);
           const cls = improved ? "gain-pos" : worse ? "gain-neg" : "gain-zero";
           const label = improved ? "better than control" : worse ? "worse than control" : "same as control";
-          gainCell = el("td", { class: `num ${cls}`, title: label }, fmtSigned(r.gain));
+          const gain = asPoints ? fmtPoints(r.gain) : fmtSigned(r.gain);
+          gainCell = el("td", { class: `num ${cls}`, title: `${label} (${pretty(metric)})` }, gain);
         }
-        const searched = r.config && r.config.config && typeof r.config.config === "object" ? r.config.config : null;
-        const flat = searched ? flatConfig(searched) : flatConfig(r.config || {}).filter(([k]) => !shown || shown.has(k));
-        const configText = flat.map(([k, val]) => `${k}=${fmtValue(val)}`).join(", ");
+        const text = configText(r.config, shown);
         return el(
           "tr",
           {
@@ -762,9 +805,9 @@
           el("td", { class: "num" }, fmtPct(m.many_shot_accuracy)),
           el("td", { class: "num" }, fmtPct(m.medium_shot_accuracy)),
           el("td", { class: "num" }, fmtPct(m.few_shot_accuracy)),
-          el("td", { class: "num" }, fmtNum(r.value)),
+          extraMetric ? el("td", { class: "num" }, fmtNum(r.value)) : null,
           gainCell,
-          el("td", { class: "config" }, configText ? el("code", { title: JSON.stringify(r.config) }, configText) : "–"),
+          el("td", { class: "config" }, text ? el("code", { title: JSON.stringify(r.config) }, text) : "–"),
         );
       });
       children.push(
@@ -782,8 +825,8 @@
               el("th", { scope: "col", class: "num" }, "Many-shot"),
               el("th", { scope: "col", class: "num" }, "Medium-shot"),
               el("th", { scope: "col", class: "num" }, "Few-shot"),
-              el("th", { scope: "col", class: "num" }, pretty(metric) || "metric"),
-              el("th", { scope: "col", class: "num" }, "Gain vs control"),
+              extraMetric ? el("th", { scope: "col", class: "num" }, pretty(metric) || "metric") : null,
+              el("th", { scope: "col", class: "num", title: `Gain in ${pretty(metric)} over the control` }, "Gain vs control"),
               el("th", { scope: "col" }, "Best config"),
             ),
           ),
@@ -880,6 +923,19 @@
       state.plotsBusy = true;
       try {
         renderPlotShell();
+        // The plots answer 409 until a trial reported an epoch: do not ask before (a 409 is a console error).
+        const p = state.job && state.job.progress;
+        if (p && p.epochs_reported === 0) {
+          for (const [kind] of PLOT_KINDS) {
+            const figure = document.getElementById(`plot-${kind}`);
+            if (!figure || figure.querySelector("img.plot")) continue;
+            figure.replaceChildren(
+              figure.querySelector("figcaption"),
+              el("p", { class: "plot-missing", dataset: { kind, status: "waiting" } }, "No epoch reported yet."),
+            );
+          }
+          return;
+        }
         await Promise.all(PLOT_KINDS.map(([kind]) => loadPlot(kind)));
       } finally {
         state.plotsBusy = false;
@@ -919,48 +975,61 @@
 
     // --- live progress: SSE over fetch (EventSource cannot send the Authorization header) -----------------------
 
+    // Event types as stored by the service: "status" ({status, error, time}) and the driver's "trial_started",
+    // "epoch", "trial_finished", "job_finished" ({result}), "job_failed" ({error}). The stream first replays the
+    // stored events, so nothing here adds to counters: the job's progress is re-read from /jobs/{id} instead.
     function handleEvent(type, data) {
       if (!data || typeof data !== "object") return;
       if (type === "status") {
-        const job = data.job && typeof data.job === "object" ? data.job : data;
-        if (state.job) {
-          if (typeof job.status === "string") state.job.status = job.status;
-          if (job.progress && typeof job.progress === "object") state.job.progress = job.progress;
-          for (const key of ["started_at", "finished_at", "error"]) if (key in job) state.job[key] = job[key];
+        if (state.job && typeof data.status === "string") {
+          state.job.status = data.status;
+          if (data.error) state.job.error = data.error;
           renderHead();
           renderProgress();
         }
-        if (typeof job.status === "string") logEvent(`job ${job.status}`);
+        if (typeof data.status === "string") logEvent(`job ${data.status}${data.error ? `: ${data.error}` : ""}`);
         refreshJobSoon();
-        if (TERMINAL.has(job.status)) refreshOutputsSoon(200);
+        if (TERMINAL.has(data.status)) refreshOutputsSoon(200);
       } else if (type === "epoch") {
         const tid = String(data.trial_id ?? "");
         const t = state.trials.get(tid) || { status: "running", epochs: 0, last: null, best: null };
         const metrics = data.metrics || {};
         const value = metrics[metricName()];
-        t.epochs = Math.max(t.epochs || 0, isNum(data.epoch) ? data.epoch : (t.epochs || 0) + 1);
+        t.epochs = Math.max(t.epochs || 0, isNum(data.epoch) ? data.epoch : 0);
         if (isNum(value)) {
           t.last = value;
           if (better(value, t.best)) t.best = value;
         }
         state.trials.set(tid, t);
-        if (state.job && state.job.progress && isNum(state.job.progress.epochs_reported)) state.job.progress.epochs_reported += 1;
         renderProgress();
         logEvent(`trial ${tid} epoch ${data.epoch ?? "?"}${isNum(value) ? `: ${pretty(metricName())} ${fmtNum(value)}` : ""}`);
-      } else if (type === "trial") {
+        refreshJobSoon(2000);
+        refreshOutputsSoon(5000);
+      } else if (type === "trial_started") {
         const tid = String(data.trial_id ?? "");
         const t = state.trials.get(tid) || { status: "running", epochs: 0, last: null, best: null };
-        if (data.type === "trial_started" || (!data.type && (data.status === "running" || data.status === "started"))) {
-          Object.assign(t, { branch: data.branch, is_control: Boolean(data.is_control), status: "running" });
-          logEvent(`trial ${tid} started (${data.branch ?? "?"}${data.is_control ? ", control" : ""})`);
-        } else {
-          if (typeof data.status === "string") t.status = data.status;
-          logEvent(`trial ${tid} ${data.status || "finished"}${data.error ? `: ${data.error}` : ""}`);
-          refreshOutputsSoon();
-        }
+        Object.assign(t, { branch: data.branch, is_control: Boolean(data.is_control), config: data.config });
+        if (!t.status || t.status === "pending") t.status = "running";
         state.trials.set(tid, t);
+        logEvent(`trial ${tid} started (${data.branch ?? "?"}${data.is_control ? ", control" : ""})`);
         renderProgress();
         refreshJobSoon();
+      } else if (type === "trial_finished") {
+        const tid = String(data.trial_id ?? "");
+        const t = state.trials.get(tid) || { status: "running", epochs: 0, last: null, best: null };
+        t.status = typeof data.status === "string" ? data.status : "succeeded";
+        state.trials.set(tid, t);
+        logEvent(`trial ${tid} ${t.status}${data.error ? `: ${data.error}` : ""}`);
+        renderProgress();
+        refreshJobSoon();
+        refreshOutputsSoon();
+      } else if (type === "job_finished") {
+        logEvent("job finished: final results received");
+        refreshJobSoon(200);
+        refreshOutputsSoon(200);
+      } else if (type === "job_failed") {
+        logEvent(`job failed${data.error ? `: ${data.error}` : ""}`);
+        refreshJobSoon(200);
       }
     }
 
@@ -1086,6 +1155,28 @@
       // Every request is guarded; this only keeps an unexpected rejection from reaching the console unexplained.
       if (isAbort(event.reason)) event.preventDefault();
     });
+    firstRoute();
+  }
+
+  /**
+   * Without a stored token, ask the public /healthz first: a service that says `"auth": true` there gets the token
+   * form straight away, without a 401 from the API (which the browser would log as a console error). A service
+   * that does not say (older ones) is simply tried: a 401 shows the form then.
+   */
+  async function firstRoute() {
+    if (!getToken()) {
+      try {
+        const response = await fetch("/healthz", { headers: { Accept: "application/json" }, cache: "no-store" });
+        const body = response.ok ? await response.json() : null;
+        if (body && typeof body.auth === "boolean") authRequired = body.auth;
+      } catch {
+        /* unknown: the API call below tells */
+      }
+      if (authRequired === true) {
+        needToken(null);
+        return;
+      }
+    }
     route();
   }
 
