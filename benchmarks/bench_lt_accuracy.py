@@ -22,7 +22,7 @@ from lt_core.losses import LOSSES
 
 DATASETS = {
     "digits_lt": {"imbalance_factor": 50},
-    "synthetic_lt": {"num_classes": 20, "dim": 32, "n_max": 400, "imbalance_factor": 100, "class_sep": 1.0},
+    "synthetic_lt": {"num_classes": 20, "dim": 32, "n_max": 400, "imbalance_factor": 100, "class_sep": 2.5},
 }
 KEYS = ("balanced_accuracy", "many_shot_accuracy", "medium_shot_accuracy", "few_shot_accuracy")
 
