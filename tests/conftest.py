@@ -16,9 +16,13 @@ os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "60")
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_session():
-    """A real local Ray, started once for the whole session and shut down at its end."""
+    """A real local Ray for the modules that use it, shut down at the module's end.
+
+    Not session-wide: tests that start a Ray of their own (the demo, the `ray start` cluster) must not find a
+    second one on the machine (both would want the dashboard agent's fixed port).
+    """
     import ray
 
     if not ray.is_initialized():

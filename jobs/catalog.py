@@ -1,0 +1,170 @@
+"""Catalogs for ``GET /losses``, ``/datasets``, ``/models``: the registries of ``lt_core`` joined with the spec models.
+
+Each entry lists its parameters as the JobSpec takes them, with type, default, bounds, description and whether the
+parameter accepts a search domain (``{"choice": ...}``, ``{"uniform": ...}``, ...), so a client can build a form.
+"""
+
+from __future__ import annotations
+
+import inspect
+from functools import lru_cache
+from typing import Any
+
+from pydantic import BaseModel
+
+from jobs import spec as S
+
+_DOMAIN_REFS = {f"#/$defs/{m.__name__}" for m in (S.Choice, S.Grid, S.Uniform, S.LogUniform, S.RandInt, S.QUniform)}
+_BOUND_KEYS = {"minimum": "ge", "exclusiveMinimum": "gt", "maximum": "le", "exclusiveMaximum": "lt"}
+_SKIP = frozenset({"name"})
+
+
+def _json_type(prop: dict[str, Any]) -> str:
+    if "type" in prop:
+        t = prop["type"]
+        if t == "array":
+            return f"array<{_json_type(prop.get('items', {}))}>"
+        return t
+    if "enum" in prop:
+        return "enum"
+    if "const" in prop:
+        return "const"
+    for key in ("anyOf", "oneOf"):
+        if key in prop:
+            types = [_json_type(p) for p in prop[key] if p.get("$ref") not in _DOMAIN_REFS]
+            types = [t for t in types if t != "null"] or ["null"]
+            nullable = any(p.get("type") == "null" for p in prop[key])
+            return "|".join(dict.fromkeys(types)) + ("|null" if nullable and "null" not in types else "")
+    if "$ref" in prop:
+        return prop["$ref"].rsplit("/", 1)[-1]
+    return "any"
+
+
+def _bounds(model: type[BaseModel], field: str, prop: dict[str, Any]) -> dict[str, Any]:
+    bounds = {short: prop[key] for key, short in _BOUND_KEYS.items() if key in prop}
+    for option in prop.get("anyOf", []) + prop.get("oneOf", []):
+        bounds.update({short: option[key] for key, short in _BOUND_KEYS.items() if key in option})
+    # Searchable fields check their bounds in an AfterValidator (they apply to every value a domain can take).
+    for meta in model.model_fields[field].metadata:
+        func = getattr(meta, "func", None)
+        if func is None:
+            continue
+        try:
+            nonlocals = inspect.getclosurevars(func).nonlocals
+        except (TypeError, ValueError):
+            continue
+        bounds.update({k: nonlocals[k] for k in ("ge", "gt", "le", "lt") if nonlocals.get(k) is not None})
+        if "allowed" in nonlocals:
+            bounds["choices"] = list(nonlocals["allowed"])
+    return bounds
+
+
+def model_params(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """Parameters of a spec model from its JSON schema (plus bounds the schema cannot show)."""
+    schema = model.model_json_schema()
+    required = set(schema.get("required", []))
+    params = []
+    for name, prop in schema.get("properties", {}).items():
+        if name in _SKIP:
+            continue
+        options = prop.get("anyOf", []) + prop.get("oneOf", [])
+        entry: dict[str, Any] = {
+            "name": name,
+            "type": _json_type(prop),
+            "required": name in required,
+            "searchable": any(o.get("$ref") in _DOMAIN_REFS for o in options),
+            "description": prop.get("description") or "",
+        }
+        if name not in required:
+            field = model.model_fields[name]
+            entry["default"] = field.get_default(call_default_factory=True)
+            if isinstance(entry["default"], BaseModel):
+                entry["default"] = entry["default"].model_dump(mode="json")
+        enum = prop.get("enum") or next((o["enum"] for o in options if "enum" in o), None)
+        if enum:
+            entry["choices"] = enum
+        entry.update(_bounds(model, name, prop))
+        params.append(entry)
+    return params
+
+
+@lru_cache(maxsize=1)
+def losses_catalog() -> list[dict[str, Any]]:
+    """One entry per loss branch kind (``losses[i].name``)."""
+    try:
+        from lt_core.losses import LOSSES
+    except ImportError:  # pragma: no cover - lt_core not installed
+        LOSSES = {}  # noqa: N806
+    out = []
+    for name, model in S.BRANCH_MODELS.items():
+        info = LOSSES.get(name)
+        out.append(
+            {
+                "name": name,
+                "description": (info.description if info and getattr(info, "description", "") else None)
+                or inspect.getdoc(model)
+                or "",
+                "needs_class_counts": bool(info and info.needs_class_counts),
+                "needs_features": bool(info and info.needs_features),
+                "parameters": model_params(model),
+                "loss_parameters": sorted(k for k in model.model_fields if k not in model.TRAINING_FIELDS),
+            }
+        )
+    return out
+
+
+def _union_members(annotation: Any) -> list[type[BaseModel]]:
+    from typing import get_args
+
+    members: list[type[BaseModel]] = []
+    stack = [annotation]
+    while stack:
+        item = stack.pop(0)
+        if isinstance(item, type) and issubclass(item, BaseModel):
+            members.append(item)
+        else:
+            stack.extend(get_args(item))
+    return members
+
+
+@lru_cache(maxsize=1)
+def datasets_catalog() -> list[dict[str, Any]]:
+    """One entry per dataset (``dataset.name``); ``path_params`` are resolved under the service's data root."""
+    try:
+        from lt_core.datasets import DATASETS
+    except ImportError:  # pragma: no cover
+        DATASETS = {}  # noqa: N806
+    out = []
+    for model in _union_members(S.DatasetSpec):
+        name = model.model_fields["name"].default
+        info = DATASETS.get(name)
+        out.append(
+            {
+                "name": name,
+                "description": (info.description if info else None) or inspect.getdoc(model) or "",
+                "path_params": list(info.path_params) if info else [f for f in model.model_fields if f == "path"],
+                "parameters": model_params(model),
+            }
+        )
+    return out
+
+
+@lru_cache(maxsize=1)
+def models_catalog() -> list[dict[str, Any]]:
+    """One entry per model (``model.name``)."""
+    try:
+        from lt_core.models import MODELS
+    except ImportError:  # pragma: no cover
+        MODELS = {}  # noqa: N806
+    out = []
+    for model in _union_members(S.ModelSpec):
+        name = model.model_fields["name"].default
+        info = MODELS.get(name)
+        out.append(
+            {
+                "name": name,
+                "description": (info.description if info else None) or inspect.getdoc(model) or "",
+                "parameters": model_params(model),
+            }
+        )
+    return out

@@ -1,0 +1,119 @@
+"""The application factory: ``create_app(settings)``; ``uvicorn --factory service.app:create_app`` works too."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import FileResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+
+from jobs.spec import JobSpec
+from service.core import JobService
+from service.dispatcher import Dispatcher
+from service.errors import install_error_handlers
+from service.metrics import Metrics, MetricsMiddleware
+from service.middleware import BodyLimitMiddleware
+from service.routers import catalog, health, internal, jobs
+from service.settings import Settings, get_settings, is_loopback
+from service.store import JobStore
+
+logger = logging.getLogger("service")
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+
+def check_binding(settings: Settings) -> None:
+    """Without tokens the API is open: allow that on loopback only, and say so."""
+    if settings.auth_enabled:
+        return
+    if not is_loopback(settings.host):
+        raise RuntimeError(
+            f"refusing to serve on {settings.host!r} without API tokens: set LONGTAIL_API_TOKENS or bind to 127.0.0.1"
+        )
+    logger.warning("no API tokens configured: the API is unauthenticated (owner 'local'), loopback only")
+
+
+def create_app(
+    settings: Settings | None = None, *, dispatcher: Dispatcher | None = None, store: JobStore | None = None
+) -> FastAPI:
+    """Build the app. ``dispatcher``/``store`` replace the Ray dispatcher and the settings' store (tests)."""
+    settings = settings or get_settings()
+    check_binding(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        the_store = store or JobStore(str(settings.store_url))
+        if dispatcher is None:
+            from service.dispatcher import RayDispatcher
+
+            the_dispatcher: Dispatcher = RayDispatcher(settings)
+        else:
+            the_dispatcher = dispatcher
+        service = JobService(settings, the_store, the_dispatcher)
+        await service.start()
+        app.state.service = service
+        try:
+            yield
+        finally:
+            await service.stop()
+            if store is None:
+                the_store.close()
+
+    app = FastAPI(
+        title="longtail-service",
+        version="0.1.0",
+        summary="Train and tune classifiers on long-tailed data with long-tail losses, on a Ray cluster.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    install_error_handlers(app)
+    app.include_router(jobs.router)
+    app.include_router(catalog.router)
+    app.include_router(health.router)
+    app.include_router(internal.router)
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=settings.max_body_bytes, internal_max_bytes=settings.max_event_body_bytes
+    )
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    _mount_ui(app)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _mount_ui(app: FastAPI) -> None:
+    """The no-build web UI (``service/static``) at ``/ui``; its files are public, its API calls carry a token."""
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/ui/")
+
+    @app.get("/ui", include_in_schema=False)
+    def ui_index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+    app.mount("/ui", StaticFiles(directory=STATIC_DIR, html=True, check_dir=False), name="ui")
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """The generated schema, with ``POST /jobs`` documented as taking a JobSpec (it is validated by hand)."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+    spec_schema = JobSpec.model_json_schema(ref_template="#/components/schemas/{model}")
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.update(spec_schema.pop("$defs", {}))
+    components["JobSpec"] = spec_schema
+    post = schema["paths"]["/jobs"]["post"]
+    post["requestBody"] = {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobSpec"}}},
+    }
+    app.openapi_schema = schema
+    return schema

@@ -1,0 +1,394 @@
+"""The job service's logic between the routers, the store and the dispatcher.
+
+``JobService`` accepts jobs (validation, data root, cluster feasibility, quota, idempotency), runs the dispatch
+queue (at most ``max_running_jobs`` on Ray, oldest first), ingests driver events, cancels, and reconciles the store
+with what the cluster says (a background task, also run once at start-up):
+
+- a running job the cluster no longer knows -> failed ("the Ray cluster no longer knows this job ...");
+- a driver that failed -> failed with its last log lines; one that finished but whose events were lost -> its
+  spool file / ``result.json`` under the storage path are replayed (events are idempotent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import threading
+from pathlib import Path
+from typing import Any
+
+from service.dispatcher import Dispatcher, DriverState, Submission
+from service.errors import (
+    Forbidden,
+    IdempotencyConflict,
+    IllegalTransition,
+    NotFound,
+    SpecRejected,
+    Unauthorized,
+    Unavailable,
+)
+from service.settings import Settings
+from service.store import JobRecord, JobStatus, JobStore
+from service.validation import feasibility_details, parse_spec, resolve_dataset_paths
+
+logger = logging.getLogger("service.core")
+
+MAX_SUBMIT_ATTEMPTS = 20
+LOST_BY_CLUSTER = "the Ray cluster no longer knows this job (it was restarted?)"
+
+
+def secret_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def body_hash(body: Any) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def submission_id_for(job_id: str) -> str:
+    return f"longtail-{job_id}"
+
+
+class Notifier:
+    """Wakes SSE streams when something was stored; callable from any thread."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiters: set[asyncio.Event] = set()
+        self._lock = threading.Lock()
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def waiter(self) -> asyncio.Event:
+        event = asyncio.Event()
+        with self._lock:
+            self._waiters.add(event)
+        return event
+
+    def discard(self, event: asyncio.Event) -> None:
+        with self._lock:
+            self._waiters.discard(event)
+
+    def notify(self) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with self._lock:
+            waiters = list(self._waiters)
+        for event in waiters:
+            loop.call_soon_threadsafe(event.set)
+
+
+class ResultsCache:
+    """The response bodies of finished jobs' results (immutable once stored), most recently used first."""
+
+    def __init__(self, max_entries: int = 32) -> None:
+        self._entries: collections.OrderedDict[str, tuple[str, bytes]] = collections.OrderedDict()
+        self._max = max_entries
+        self._lock = threading.Lock()
+
+    def get(self, job_id: str, owner: str) -> bytes | None:
+        with self._lock:
+            entry = self._entries.get(job_id)
+            if entry is None or entry[0] != owner:
+                return None
+            self._entries.move_to_end(job_id)
+            return entry[1]
+
+    def put(self, job_id: str, owner: str, body: bytes) -> None:
+        with self._lock:
+            self._entries[job_id] = (owner, body)
+            self._entries.move_to_end(job_id)
+            while len(self._entries) > self._max:
+                self._entries.popitem(last=False)
+
+    def discard(self, job_id: str) -> None:
+        with self._lock:
+            self._entries.pop(job_id, None)
+
+
+class JobService:
+    def __init__(self, settings: Settings, store: JobStore, dispatcher: Dispatcher) -> None:
+        self.settings = settings
+        self.store = store
+        self.dispatcher = dispatcher
+        self.notifier = Notifier()
+        self.results_cache = ResultsCache()
+        self._kick: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._submitting: set[str] = set()
+        self._submit_attempts: dict[str, int] = {}
+        self._tick_lock: asyncio.Lock | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self.notifier.bind(asyncio.get_running_loop())
+        self._kick = asyncio.Event()
+        self._tick_lock = asyncio.Lock()
+        await self.dispatcher.start()
+        self._task = asyncio.create_task(self._loop(), name="longtail-reconciler")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        await self.dispatcher.stop()
+
+    def kick(self) -> None:
+        """Run the dispatch/reconcile loop now (thread-safe)."""
+        loop, kick = self.notifier._loop, self._kick
+        if loop is not None and kick is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(kick.set)
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("reconciler tick failed")
+            assert self._kick is not None
+            try:
+                await asyncio.wait_for(self._kick.wait(), timeout=self.settings.reconcile_interval_s)
+            except asyncio.TimeoutError:
+                pass
+            self._kick.clear()
+
+    async def tick(self) -> None:
+        """One pass: refresh the cluster view, reconcile running jobs, start queued ones."""
+        assert self._tick_lock is not None
+        async with self._tick_lock:
+            try:
+                await self.dispatcher.refresh()
+            except Unavailable as exc:
+                logger.warning("%s", exc.message)
+                return
+            await self.reconcile()
+            await self.dispatch()
+
+    # -- accepting jobs --------------------------------------------------------------------------------------------
+    def create(self, owner: str, body: Any, idempotency_key: str | None) -> tuple[JobRecord, bool]:
+        digest = body_hash(body) if idempotency_key is not None else None
+        if idempotency_key is not None:
+            # A retry returns the stored job even if the cluster changed since: check before validating.
+            existing = self._by_idempotency_key(owner, idempotency_key, digest)
+            if existing is not None:
+                return existing, False
+        spec = parse_spec(body, self.settings)
+        assert self.settings.data_root is not None
+        run_spec = resolve_dataset_paths(spec, self.settings.data_root)
+        infeasible = feasibility_details(spec, self.dispatcher.node_resources())
+        if infeasible:
+            raise SpecRejected("the job cannot run on this Ray cluster", infeasible)
+        job, created = self.store.create_job(
+            owner=owner,
+            spec=spec.model_dump(mode="json"),
+            run_spec=run_spec.model_dump_json(),
+            name=spec.name,
+            metric=spec.tune.metric,
+            mode=spec.tune.resolved_mode,
+            trial_total=spec.trial_count(),
+            idempotency_key=idempotency_key,
+            body_hash=digest,
+            max_active=self.settings.max_jobs_per_owner,
+        )
+        if created:
+            self.kick()
+            self.notifier.notify()
+        return job, created
+
+    def _by_idempotency_key(self, owner: str, key: str, digest: str | None) -> JobRecord | None:
+        # create_job checks it again inside its transaction (two concurrent first requests).
+        found = self.store.find_idempotent(owner, key)
+        if found is None:
+            return None
+        job, stored_digest = found
+        if stored_digest != digest:
+            raise IdempotencyConflict("this Idempotency-Key was used with a different body", {"job_id": job.id})
+        return job
+
+    # -- dispatch --------------------------------------------------------------------------------------------------
+    async def dispatch(self) -> None:
+        running = len(self.store.jobs_with_status(JobStatus.RUNNING))
+        free = self.settings.max_running_jobs - running
+        if free <= 0:
+            return
+        for job in self.store.jobs_with_status(JobStatus.QUEUED, limit=free):
+            await self._start_job(job)
+
+    async def _start_job(self, job: JobRecord) -> None:
+        """Submit a queued job; it becomes running once Ray accepted it.
+
+        A transient refusal (the cluster is unreachable, its job agent not up yet) leaves the job queued for the
+        next pass, up to ``MAX_SUBMIT_ATTEMPTS``; any other error fails the job with the reason.
+        """
+        secret = secrets.token_urlsafe(32)
+        sub_id = submission_id_for(job.id)
+        if not self.store.prepare_dispatch(job.id, sub_id, secret_hash(secret)):
+            return  # cancelled meanwhile
+        assert self.settings.storage_path is not None
+        submission = Submission(
+            job_id=job.id,
+            submission_id=sub_id,
+            spec_json=job.run_spec,
+            secret=secret,
+            service_url=str(self.settings.public_url),
+            storage_path=str(self.settings.storage_path),
+        )
+        self._submitting.add(job.id)
+        try:
+            await self.dispatcher.submit(submission)
+        except Unavailable as exc:
+            attempts = self._submit_attempts.get(job.id, 0) + 1
+            self._submit_attempts[job.id] = attempts
+            logger.warning("submitting %s failed (attempt %d): %s", job.id, attempts, exc.message)
+            if attempts >= MAX_SUBMIT_ATTEMPTS:
+                self._fail(job.id, f"could not submit the job to Ray after {attempts} attempts: {exc.message}")
+            return
+        except Exception as exc:  # any other failure to submit fails the job with the reason, never the loop
+            logger.warning("submitting %s failed: %s", job.id, exc)
+            self._fail(job.id, f"could not submit the job to Ray: {exc}")
+            return
+        finally:
+            self._submitting.discard(job.id)
+        self._submit_attempts.pop(job.id, None)
+        try:
+            self.store.transition(job.id, JobStatus.RUNNING)
+        except IllegalTransition:  # cancelled while submitting
+            await self.dispatcher.cancel(sub_id)
+            return
+        logger.info("job %s submitted to Ray as %s", job.id, sub_id)
+        self.notifier.notify()
+
+    def _fail(self, job_id: str, error: str) -> None:
+        try:
+            self.store.transition(job_id, JobStatus.FAILED, error=error)
+        except IllegalTransition:
+            pass
+        self.notifier.notify()
+
+    # -- reconciling -----------------------------------------------------------------------------------------------
+    async def reconcile(self) -> None:
+        for job in self.store.jobs_with_status(JobStatus.RUNNING):
+            if job.id in self._submitting or job.submission_id is None:
+                continue
+            try:
+                await self._reconcile_job(job)
+            except Unavailable:
+                raise
+            except Exception:
+                logger.exception("reconciling %s failed", job.id)
+
+    async def _reconcile_job(self, job: JobRecord) -> None:
+        assert job.submission_id is not None
+        info = await self.dispatcher.get_driver(job.submission_id)
+        if info.state in (DriverState.PENDING, DriverState.RUNNING):
+            return
+        # The driver is gone: first take whatever it left on disk (events it could not deliver, its result).
+        if self.replay_spool(job.id) and self.store.get_job(job.id).status.terminal:
+            return
+        if info.state is DriverState.UNKNOWN:
+            self._fail(job.id, LOST_BY_CLUSTER)
+        elif info.state is DriverState.STOPPED:
+            self._fail(job.id, "the Ray job was stopped outside the service")
+        elif info.state is DriverState.FAILED:
+            tail = await self._log_tail(job.submission_id)
+            reason = f"the driver failed: {info.message}".strip()
+            self._fail(job.id, reason + (f"\n--- last log lines ---\n{tail}" if tail else ""))
+        elif info.state is DriverState.SUCCEEDED:
+            self._fail(job.id, "the driver exited but its final result never reached the service")
+
+    async def _log_tail(self, submission_id: str) -> str:
+        try:
+            text = await self.dispatcher.logs(submission_id)
+        except Unavailable:
+            return ""
+        return "\n".join(text.splitlines()[-self.settings.log_tail_lines :])
+
+    def job_dir(self, job_id: str) -> Path:
+        assert self.settings.storage_path is not None
+        return Path(self.settings.storage_path) / job_id
+
+    def replay_spool(self, job_id: str) -> bool:
+        """Ingest the driver's spool (``events.jsonl``) and ``result.json`` if present; True if anything was read."""
+        found = False
+        spool = self.job_dir(job_id) / "events.jsonl"
+        if spool.is_file():
+            events = []
+            for line in spool.read_text().splitlines():
+                try:
+                    events.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue  # a torn last line
+            if events:
+                found = True
+                self.ingest(job_id, [e for e in events if isinstance(e.get("seq"), int)])
+        result_file = self.job_dir(job_id) / "result.json"
+        if result_file.is_file() and not self.store.get_job(job_id).status.terminal:
+            try:
+                result = json.loads(result_file.read_text())
+            except json.JSONDecodeError:
+                result = None
+            if isinstance(result, dict):
+                found = True
+                seq = (self.store.max_seq(job_id) or 0) + 1_000_000
+                self.ingest(job_id, [{"seq": seq, "type": "job_finished", "result": result}])
+        if found:
+            self.notifier.notify()
+        return found
+
+    # -- cancel, events, logs --------------------------------------------------------------------------------------
+    async def cancel(self, job: JobRecord) -> JobRecord:
+        if job.status.terminal:
+            raise IllegalTransition(f"job {job.id} is already {job.status}", {"status": str(job.status)})
+        if job.submission_id:  # running, or queued with a submission that may have reached Ray
+            await self.dispatcher.cancel(job.submission_id)
+        updated = self.store.transition(job.id, JobStatus.CANCELLED, error="cancelled by the user")
+        self.notifier.notify()
+        self.kick()
+        return updated
+
+    def check_driver_secret(self, job_id: str, secret: str | None) -> JobRecord:
+        if not secret:
+            raise Unauthorized("missing driver secret")
+        try:
+            job = self.store.get_job(job_id)
+        except NotFound:
+            raise Forbidden("invalid driver secret") from None
+        expected = job.secret_hash or ""
+        if not hmac.compare_digest(secret_hash(secret), expected):
+            raise Forbidden("invalid driver secret")
+        return job
+
+    def ingest(self, job_id: str, events: list[dict[str, Any]]) -> tuple[int, int]:
+        accepted, duplicates = self.store.ingest(job_id, events)
+        if any(e.get("type") == "job_finished" for e in events):
+            self.results_cache.discard(job_id)  # a late result of a cancelled job replaces what was served
+        if accepted:
+            self.notifier.notify()
+            if any(e.get("type") in ("job_finished", "job_failed") for e in events):
+                self.kick()  # a slot is free: start the next queued job
+        return accepted, duplicates
+
+    async def logs(self, job: JobRecord, tail: int) -> str:
+        if job.submission_id is None:
+            return ""
+        try:
+            text = await self.dispatcher.logs(job.submission_id)
+        except Unavailable:
+            text = ""
+        if not text and job.error and "--- last log lines ---" in job.error:
+            text = job.error.split("--- last log lines ---\n", 1)[1]
+        lines = text.splitlines()
+        return "\n".join(lines[-tail:]) + ("\n" if lines else "")

@@ -1,0 +1,1 @@
+"""HTTP routers: jobs, catalogs, health and metrics, and the drivers' internal event endpoint."""

@@ -1,0 +1,180 @@
+"""Checking a submitted spec: the JobSpec itself, dataset paths against the data root, and the service's limits.
+
+Every problem becomes a ``SpecRejected`` (422) whose details list ``{"loc": "<field path>", "msg": ...}``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from jobs.spec import JobSpec
+from service.errors import SpecRejected, loc_to_path
+from service.settings import Settings
+
+_PATH_PREFIX = re.compile(
+    r"^(?:Value error, )?([A-Za-z_][A-Za-z0-9_]*(?:\[\d+\])?(?:\.[A-Za-z_][A-Za-z0-9_]*(?:\[\d+\])?)*): "
+)
+
+
+def _clean_loc(loc: tuple[Any, ...], data: Any, err_type: str) -> list[Any]:
+    """Drop pydantic's union labels from a loc: the discriminator tag ('focal') and member names ('Choice')."""
+    out: list[Any] = []
+    cur = data
+    for i, part in enumerate(loc):
+        if isinstance(cur, list) and isinstance(part, int):
+            out.append(part)
+            cur = cur[part] if 0 <= part < len(cur) else None
+        elif isinstance(cur, dict):
+            if part in cur:
+                out.append(part)
+                cur = cur[part]
+            elif part == cur.get("name"):
+                continue  # the discriminated union's tag
+            elif i == len(loc) - 1 and err_type == "missing":
+                out.append(part)
+            # else: a union member's label; the value is still `cur`
+        else:
+            break  # a scalar: what follows labels union members
+    return out
+
+
+def validation_details(exc: ValidationError, data: Any) -> list[dict[str, str]]:
+    details: list[dict[str, str]] = []
+    seen: set[tuple[str, str]] = set()
+    for err in exc.errors(include_url=False):
+        msg = str(err.get("msg", ""))
+        loc = loc_to_path(_clean_loc(tuple(err.get("loc", ())), data, str(err.get("type", ""))))
+        match = _PATH_PREFIX.match(msg)
+        if match and not loc:
+            loc, msg = match.group(1), msg[match.end() :]
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        key = (loc, msg)
+        if key not in seen:
+            seen.add(key)
+            details.append({"loc": loc, "msg": msg, "type": str(err.get("type", ""))})
+    return details
+
+
+def parse_spec(body: Any, settings: Settings) -> JobSpec:
+    """Validate a request body as a JobSpec under the deployment's limits."""
+    try:
+        spec = JobSpec.model_validate(
+            body, context={"max_trials": settings.max_trials_per_job, "max_epochs": settings.max_epochs}
+        )
+    except ValidationError as exc:
+        raise SpecRejected("the job spec is invalid", validation_details(exc, body)) from None
+    if spec.scaling.num_workers > settings.max_workers_per_trial:
+        raise SpecRejected(
+            "the job spec exceeds a limit",
+            [
+                {
+                    "loc": "scaling.num_workers",
+                    "msg": f"{spec.scaling.num_workers} workers per trial exceeds the limit "
+                    f"of {settings.max_workers_per_trial}",
+                    "type": "limit",
+                }
+            ],
+        )
+    return spec
+
+
+def resolve_dataset_paths(spec: JobSpec, data_root: Path) -> JobSpec:
+    """The spec with each dataset path replaced by its resolved absolute path inside ``data_root``.
+
+    Refused (422 naming ``dataset.<field>``): a path that leaves the root (``..``, absolute elsewhere), a symlink
+    whose target leaves it, and a path that does not exist.
+    """
+    paths = spec.dataset_paths()
+    if not paths:
+        return spec
+    root = data_root.resolve()
+    resolved: dict[str, str] = {}
+    details = []
+    for field, raw in paths.items():
+        loc = f"dataset.{field}"
+        candidate = Path(raw)
+        joined = candidate if candidate.is_absolute() else root / candidate
+        # Lexical check first (before touching the filesystem), then the real path with symlinks resolved.
+        lexical = Path(_normpath(joined))
+        if not _inside(lexical, root):
+            details.append({"loc": loc, "msg": f"{raw!r} is outside the data root", "type": "path_outside_root"})
+            continue
+        real = joined.resolve()
+        if not _inside(real, root):
+            details.append(
+                {"loc": loc, "msg": f"{raw!r} is a symlink leading outside the data root", "type": "path_outside_root"}
+            )
+            continue
+        if not real.exists():
+            details.append({"loc": loc, "msg": f"{raw!r} does not exist under the data root", "type": "path_missing"})
+            continue
+        resolved[field] = str(real)
+    if details:
+        raise SpecRejected("a dataset path is not usable", details)
+    return spec.with_dataset_params(**resolved)
+
+
+def _normpath(path: Path) -> str:
+    import os.path
+
+    return os.path.normpath(str(path))
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def feasibility_details(spec: JobSpec, nodes: list[dict[str, float]]) -> list[dict[str, str]]:
+    """Why a trial of ``spec`` can never run on a cluster whose alive nodes have ``nodes`` total resources.
+
+    Every DDP worker must fit on one node, and the cluster must be able to hold all workers of a trial (plus the
+    trial's small driver) at once. An empty ``nodes`` means "unknown": nothing is refused.
+    """
+    if not nodes:
+        return []
+    worker = spec.worker_resources()
+    need_cpu, need_gpu = worker["CPU"], worker.get("GPU", 0.0)
+    max_cpu = max(n.get("CPU", 0.0) for n in nodes)
+    max_gpu = max(n.get("GPU", 0.0) for n in nodes)
+    fits = [n for n in nodes if n.get("CPU", 0.0) >= need_cpu and n.get("GPU", 0.0) >= need_gpu]
+    if not fits:
+        loc = "scaling.gpus_per_worker" if need_gpu > max_gpu else "scaling.cpus_per_worker"
+        return [
+            {
+                "loc": loc,
+                "msg": f"a worker needs {need_cpu:g} CPU and {need_gpu:g} GPU, but the largest node of the cluster has "
+                f"{max_cpu:g} CPU and {max_gpu:g} GPU",
+                "type": "infeasible",
+            }
+        ]
+    placeable = 0
+    for n in fits:
+        by_cpu = int(n.get("CPU", 0.0) // need_cpu) if need_cpu > 0 else 10**9
+        by_gpu = int(n.get("GPU", 0.0) // need_gpu) if need_gpu > 0 else 10**9
+        placeable += min(by_cpu, by_gpu)
+    if placeable < spec.scaling.num_workers:
+        return [
+            {
+                "loc": "scaling.num_workers",
+                "msg": f"a trial needs {spec.scaling.num_workers} workers of {need_cpu:g} CPU / {need_gpu:g} GPU, "
+                f"but the cluster can place at most {placeable}",
+                "type": "infeasible",
+            }
+        ]
+    total_cpu = sum(n.get("CPU", 0.0) for n in nodes)
+    trial_cpu = spec.trial_resources()["CPU"]
+    if trial_cpu > total_cpu + 1e-9:
+        return [
+            {
+                "loc": "scaling.cpus_per_worker",
+                "msg": f"a trial needs {trial_cpu:g} CPU in all (workers plus its driver), "
+                f"the cluster has {total_cpu:g}",
+                "type": "infeasible",
+            }
+        ]
+    return []

@@ -1,0 +1,301 @@
+"""The ``longtail`` CLI through its entry point (``main([...])``, and the installed script once), against a real
+uvicorn server with a FakeDispatcher."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from jobs.spec import JobSpec
+from service.cli import DEMO_SPEC, format_config, main, quick_demo_spec
+from tests.service.test_client import TOKEN, LiveServer, free_port, make_settings, tiny_spec, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+LOSS_ROWS = ("focal", "ldam", "label_smoothing", "ib")  # the fixture's branches
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, *needles: str) -> None:
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
+    servers: list[LiveServer] = []
+
+    def make(**overrides: Any) -> LiveServer:
+        started = LiveServer(make_settings(tmp_path / f"s{len(servers)}", **overrides)).start()
+        servers.append(started)
+        return started
+
+    yield make
+    for started in servers:
+        started.stop()
+
+
+@pytest.fixture
+def server(make_server: Callable[..., LiveServer]) -> LiveServer:
+    return make_server()
+
+
+def submit(server: LiveServer, **overrides: Any) -> str:
+    r = httpx.post(f"{server.url}/jobs", json=tiny_spec(**overrides))
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+@pytest.fixture
+def finished(server: LiveServer) -> str:
+    job_id = submit(server)
+    server.finish(job_id)
+    return job_id
+
+
+# -- reading ------------------------------------------------------------------------------------------------------
+def test_results_json_is_the_rest_payload(server: LiveServer, finished: str, capsys) -> None:
+    code, out, _ = run(capsys, "--url", server.url, "results", finished, "--json")
+    assert code == 0
+    assert json.loads(out) == httpx.get(f"{server.url}/jobs/{finished}/results").json()
+
+
+def test_status_json_is_the_rest_payload(server: LiveServer, finished: str, capsys) -> None:
+    code, out, _ = run(capsys, "--url", server.url, "status", finished, "--json")
+    assert code == 0 and json.loads(out) == httpx.get(f"{server.url}/jobs/{finished}").json()
+
+
+def test_results_table(server: LiveServer, finished: str, capsys) -> None:
+    code, out, _ = run(capsys, "--url", server.url, "results", finished)
+    assert code == 0
+    lines = out.splitlines()
+    header = lines[0]
+    for column in ("loss", "balanced acc", "many", "medium", "few", "gain vs CE (pts)", "best config"):
+        assert column in header
+    control = next(line for line in lines if line.startswith("control (ce)"))
+    assert "78.2" in control and "ref" in control  # the fixture's control: balanced accuracy 0.7823
+    focal = next(line for line in lines if line.startswith("focal"))
+    assert "82.4" in focal and "+4.2" in focal and "gamma=" in focal
+    ldam = next(line for line in lines if line.startswith("ldam"))
+    assert ldam.startswith("ldam *")  # the best trial of the job
+    for branch in LOSS_ROWS:
+        assert any(line.startswith(branch) for line in lines), branch
+    # Columns line up: every row is as wide as its cells, separated by two spaces.
+    assert lines[1].replace(" ", "").strip("-") == ""
+
+
+def test_results_csv(server: LiveServer, finished: str, capsys) -> None:
+    code, out, _ = run(capsys, "--url", server.url, "results", finished, "--csv")
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [r["branch"] for r in rows] == ["control", "focal", "ldam", "label_smoothing", "ib"]
+    assert float(rows[1]["gain"]) == pytest.approx(0.0419)
+    assert json.loads(rows[1]["config"])["loss"] == "focal"
+
+
+def test_results_plots(server: LiveServer, finished: str, capsys, tmp_path: Path) -> None:
+    code, out, _ = run(capsys, "--url", server.url, "results", finished, "--plots", str(tmp_path / "plots"))
+    assert code == 0
+    files = sorted(p.name for p in (tmp_path / "plots").iterdir())
+    assert files == ["calibration.png", "curves.png", "per-class.png", "shots.png"]
+    assert all((tmp_path / "plots" / f).stat().st_size > 5000 for f in files)
+    assert "plots:" in out
+
+
+def test_results_plots_before_any_epoch(server: LiveServer, capsys, tmp_path: Path) -> None:
+    job_id = submit(server)
+    code, _, err = run(capsys, "--url", server.url, "results", job_id, "--plots", str(tmp_path / "p"))
+    assert_one_line_error(code, err, "no plots for job")
+
+
+def test_status_lists_jobs(server: LiveServer, finished: str, capsys) -> None:
+    other = submit(server, name="second")
+    code, out, _ = run(capsys, "--url", server.url, "status")
+    assert code == 0
+    assert finished in out and other in out and "succeeded" in out
+    code, out, _ = run(capsys, "--url", server.url, "status", "--status", "succeeded")
+    assert finished in out and other not in out
+    code, out, _ = run(capsys, "--url", server.url, "status", finished)
+    assert code == 0 and "succeeded" in out and f"/jobs/{finished}/results" in out
+
+
+def test_catalog_commands(server: LiveServer, capsys) -> None:
+    code, out, _ = run(capsys, "--url", server.url, "losses")
+    assert code == 0 and "focal" in out and "gamma=1.0~" in out
+    code, out, _ = run(capsys, "--url", server.url, "losses", "--json")
+    assert json.loads(out) == httpx.get(f"{server.url}/losses").json()
+    code, out, _ = run(capsys, "--url", server.url, "datasets")
+    assert code == 0 and "digits_lt" in out
+    code, out, _ = run(capsys, "--url", server.url, "models")
+    assert code == 0 and "resnet32" in out
+
+
+# -- writing ------------------------------------------------------------------------------------------------------
+def test_submit_and_cancel(server: LiveServer, capsys, tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(tiny_spec(name="cli")))
+    code, out, _ = run(capsys, "--url", server.url, "submit", str(spec))
+    assert code == 0 and out.startswith("submitted job job_")
+    job_id = out.split()[2]
+    code, out, _ = run(capsys, "--url", server.url, "cancel", job_id)
+    assert code == 0 and out.strip() == f"job {job_id} cancelled"
+    code, _, err = run(capsys, "--url", server.url, "cancel", job_id)
+    assert_one_line_error(code, err, "already cancelled")
+
+
+def test_submit_json_is_the_created_job(server: LiveServer, capsys, tmp_path: Path) -> None:
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(tiny_spec()))
+    code, out, _ = run(capsys, "--url", server.url, "submit", str(spec), "--json")
+    job = json.loads(out)
+    stored = httpx.get(f"{server.url}/jobs/{job['id']}").json()
+    assert code == 0 and job.keys() == stored.keys() and job["status"] in ("queued", "running")
+    moving = ("status", "started_at", "progress")  # the job may have been dispatched since
+    assert {k: v for k, v in job.items() if k not in moving} == {k: v for k, v in stored.items() if k not in moving}
+
+
+def test_submit_wait_shows_progress_then_the_table(server: LiveServer, capsys, tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(tiny_spec()))
+
+    def drive() -> None:
+        jobs = wait_until(lambda: httpx.get(f"{server.url}/jobs").json()["items"], 10, "the submitted job")
+        server.finish(jobs[0]["id"])
+
+    driver = threading.Thread(target=drive)
+    driver.start()
+    code, out, err = run(capsys, "--url", server.url, "submit", str(spec), "--wait")
+    driver.join()
+    assert code == 0, err
+    assert "trials" in err and "succeeded" in err  # the progress display (stderr)
+    assert "control (ce)" in out and "gain vs CE" in out and "Full results:" in out and "/ui/#/jobs/" in out
+
+
+def test_submit_wait_on_a_failed_job(server: LiveServer, capsys, tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(tiny_spec()))
+
+    def drive() -> None:
+        jobs = wait_until(lambda: httpx.get(f"{server.url}/jobs").json()["items"], 10, "the submitted job")
+        server.send(jobs[0]["id"], [{"seq": 1, "type": "job_failed", "error": "boom: out of memory"}])
+
+    driver = threading.Thread(target=drive)
+    driver.start()
+    code, _, err = run(capsys, "--url", server.url, "submit", str(spec), "--wait")
+    driver.join()
+    assert code == 1 and "failed: boom: out of memory" in err and "Traceback" not in err
+
+
+# -- errors -------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("dataset: {name: digits_lt}\nlosses: [{name: focal, gamma: -1}]\n", "losses[0].gamma: must be >= 0"),
+        ("dataset: {name: digits_lt}\nlosses: [{name: focal}]\ntrain: {epochs: 5, bogus: 1}\n", "train.bogus"),
+        ("losses: [\n", "invalid YAML at line"),
+    ],
+)
+def test_bad_spec_file_is_one_line(server: LiveServer, capsys, tmp_path: Path, text: str, needle: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    code, _, err = run(capsys, "--url", server.url, "submit", str(path))
+    assert_one_line_error(code, err, str(path), needle)
+    assert httpx.get(f"{server.url}/jobs").json()["items"] == []
+
+
+def test_missing_spec_file(server: LiveServer, capsys, tmp_path: Path) -> None:
+    code, _, err = run(capsys, "--url", server.url, "submit", str(tmp_path / "nope.yaml"))
+    assert_one_line_error(code, err, "nope.yaml: no such file")
+
+
+def test_unreachable_service(capsys) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    code, _, err = run(capsys, "--url", url, "status")
+    assert_one_line_error(code, err, f"cannot reach the longtail service at {url}", "connection refused")
+
+
+def test_unknown_job(server: LiveServer, capsys) -> None:
+    for command in ("status", "results", "cancel"):
+        code, _, err = run(capsys, "--url", server.url, command, "job_0000000000000000")
+        assert_one_line_error(code, err, "job_0000000000000000")
+
+
+def test_unauthorized(make_server: Callable[..., LiveServer], capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    server = make_server(api_tokens={TOKEN: "alice"})
+    monkeypatch.delenv("LONGTAIL_TOKEN", raising=False)
+    code, _, err = run(capsys, "--url", server.url, "status")
+    assert_one_line_error(code, err, "missing bearer token")
+    code, _, err = run(capsys, "--url", server.url, "--token", "not-the-token", "losses")
+    assert_one_line_error(code, err, "invalid bearer token")
+    monkeypatch.setenv("LONGTAIL_TOKEN", TOKEN)
+    monkeypatch.setenv("LONGTAIL_URL", server.url)
+    code, out, _ = main(["status"]), *capsys.readouterr()
+    assert code == 0 and out.strip() == "no jobs"
+
+
+def test_usage_errors_exit_2(capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["results"])
+    assert info.value.code == 2
+    with pytest.raises(SystemExit) as info:
+        main(["results", "x", "--json", "--csv"])
+    assert info.value.code == 2
+
+
+def test_installed_console_script(server: LiveServer) -> None:
+    script = shutil.which("longtail") or str(Path(sys.executable).parent / "longtail")
+    if not Path(script).exists():
+        pytest.skip("the longtail console script is not installed (pip install -e .)")
+    ok = subprocess.run([script, "--url", server.url, "losses", "--json"], capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and {e["name"] for e in json.loads(ok.stdout)} >= {"focal", "ldam"}
+    bad = subprocess.run(
+        [script, "--url", server.url, "status", "job_0000000000000000"], capture_output=True, text=True, timeout=60
+    )
+    assert bad.returncode == 1 and bad.stdout == ""
+    assert bad.stderr.startswith("error: ") and len(bad.stderr.strip().splitlines()) == 1
+
+
+# -- the demo's spec ----------------------------------------------------------------------------------------------
+def test_demo_spec_is_the_example_file() -> None:
+    example = yaml.safe_load((ROOT / "examples" / "digits-demo.yaml").read_text())
+    assert JobSpec.model_validate(DEMO_SPEC) == JobSpec.model_validate(example)
+    assert JobSpec.model_validate(DEMO_SPEC).trial_count() == 14
+
+
+def test_quick_demo_spec_is_a_smaller_search() -> None:
+    quick = JobSpec.model_validate(quick_demo_spec())
+    full = JobSpec.model_validate(DEMO_SPEC)
+    assert {b.key for b in quick.losses} < {b.key for b in full.losses} and len(quick.losses) == 5
+    assert quick.trial_count() == 6 and quick.train.epochs < full.train.epochs
+
+
+def test_format_config() -> None:
+    assert format_config({"loss.gamma": 2.0, "reweighting": "none"}) == "gamma=2"
+    assert format_config({"loss.alpha": 523.456789, "ib.start_epoch": 5, "reweighting": "none"}) == (
+        "alpha=523.5 start_epoch=5"
+    )
+    assert format_config({"loss.max_margin": 0.5, "reweighting": "effective_number-drw"}) == (
+        "max_margin=0.5 reweighting=effective_number-drw"
+    )
+    assert format_config({"loss": "focal", "loss_params": {"gamma": 2.0}, "lr": 0.05, "seed": 3}) == "gamma=2 lr=0.05"
+    assert format_config({}) == ""

@@ -1,0 +1,480 @@
+"""The Python client against a real uvicorn server (the app with a FakeDispatcher, on a free loopback port).
+
+Jobs are driven the way a Ray driver would: events POSTed to ``/internal/jobs/{id}/events`` with the job's secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from service.app import create_app
+from service.client import (
+    AsyncClient,
+    Client,
+    Conflict,
+    Job,
+    NotFound,
+    QuotaExceeded,
+    Results,
+    ServiceUnavailable,
+    SpecFileError,
+    Unauthorized,
+    ValidationFailed,
+    WaitTimeout,
+)
+from service.settings import Settings
+from service.testing import FakeDispatcher, driver_events
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "job_result.json"
+SECRET_HEADER = "X-Longtail-Driver-Secret"
+TOKEN = "client-test-token-1"
+
+
+def tiny_spec(**overrides: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "name": "tiny",
+        "dataset": {"name": "digits_lt"},
+        "model": {"name": "mlp", "hidden_sizes": [32]},
+        "losses": [{"name": "focal", "gamma": 2.0}, {"name": "ldam"}],
+        "train": {"epochs": 2},
+        "scaling": {"cpus_per_worker": 0.99},
+    }
+    spec.update(overrides)
+    return spec
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll ``predicate`` until truthy; fail with the last value after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        pause.wait(0.02)
+    raise AssertionError(f"timed out waiting for {what}; last value: {last!r}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LiveServer:
+    """The real app served by uvicorn in a thread; ``stop()`` and ``start()`` again on the same port and store."""
+
+    def __init__(self, settings: Settings, dispatcher: FakeDispatcher | None = None) -> None:
+        self.settings = settings
+        self.port = settings.port
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.dispatcher = dispatcher or FakeDispatcher()
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> LiveServer:
+        app = create_app(self.settings, dispatcher=self.dispatcher)
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", timeout_graceful_shutdown=1
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name=f"uvicorn-{self.port}", daemon=True)
+        self._thread.start()
+        server = self._server
+        wait_until(lambda: server.started or not self._thread.is_alive(), 20, "uvicorn to start")
+        assert server.started, "uvicorn did not start"
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None and self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(timeout=20)
+            assert not self._thread.is_alive(), "uvicorn did not stop"
+        self._server = self._thread = None
+
+    # -- acting as a job's Ray driver -------------------------------------------------------------------------------
+    def secret(self, job_id: str) -> str:
+        return wait_until(
+            lambda: next((s.secret for s in self.dispatcher.submissions if s.job_id == job_id), None),
+            10,
+            f"job {job_id} to be dispatched",
+        )
+
+    def send(self, job_id: str, events: list[dict[str, Any]]) -> None:
+        r = httpx.post(
+            f"{self.url}/internal/jobs/{job_id}/events",
+            json={"events": events},
+            headers={SECRET_HEADER: self.secret(job_id)},
+        )
+        assert r.status_code == 200, r.text
+
+    def finish(self, job_id: str, result: dict[str, Any] | None = None) -> None:
+        """Report a full run: trial events, then ``job_finished`` with the fixture's JobResult."""
+        result = result or json.loads(FIXTURE.read_text())
+        events = driver_events(
+            [t["trial_id"] for t in result["trials"][:2]], epochs=2, control=result["control_trial_id"]
+        )
+        events.append({"seq": len(events) + 1, "type": "job_finished", "result": result, "time": time.time()})
+        self.send(job_id, events)
+
+
+def make_settings(tmp_path: Path, port: int | None = None, **overrides: Any) -> Settings:
+    (tmp_path / "data").mkdir(parents=True, exist_ok=True)
+    values: dict[str, Any] = {
+        "state_dir": tmp_path,
+        "data_root": tmp_path / "data",
+        "port": port or free_port(),
+        "reconcile_interval_s": 3600,
+        "sse_poll_s": 0.05,
+        "sse_heartbeat_s": 0.5,
+        "api_tokens": {},
+        "max_running_jobs": 10,
+        "max_jobs_per_owner": 20,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def live_factory(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
+    servers: list[LiveServer] = []
+
+    def make(**overrides: Any) -> LiveServer:
+        server = LiveServer(make_settings(tmp_path / f"s{len(servers)}", **overrides)).start()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def live(live_factory: Callable[..., LiveServer]) -> LiveServer:
+    return live_factory()
+
+
+@pytest.fixture
+def client(live: LiveServer) -> Iterator[Client]:
+    with Client(live.url, retries=2, backoff=0.05) as c:
+        yield c
+
+
+# -- happy path ---------------------------------------------------------------------------------------------------
+def test_submit_get_list_wait_results(live: LiveServer, client: Client) -> None:
+    job = client.submit(tiny_spec())
+    assert isinstance(job, Job) and job.name == "tiny" and job.progress.trials_total == 3
+    assert job.raw["id"] == job.id and job.job_spec.train.epochs == 2
+    assert client.get(job.id).id == job.id
+    assert [j.id for j in client.list()] == [job.id]
+    wait_until(lambda: client.get(job.id).status == "running", what="dispatch")
+    assert [j.id for j in client.list(status="running")] == [job.id]
+    assert client.list(status=["succeeded", "failed"]) == []
+
+    # Partial results while running.
+    live.send(job.id, driver_events(["t0"], epochs=1))
+    partial = client.results(job.id)
+    assert isinstance(partial, Results) and partial.complete is False and partial.trials[0]["trial_id"] == "t0"
+
+    seen: list[Job] = []
+    finisher = threading.Timer(0.3, live.finish, args=(job.id,))
+    finisher.start()
+    final = client.wait(job.id, timeout=30, on_progress=seen.append)
+    finisher.join()
+    assert final.status == "succeeded" and final.done
+    assert seen and seen[-1].status == "succeeded"
+
+    results = client.results(job.id)
+    fixture = json.loads(FIXTURE.read_text())
+    assert results.complete and results.raw["branches"] == fixture["branches"]
+    assert results.raw == client._http.get(f"/jobs/{job.id}/results").json()
+    rows = results.rows()
+    assert rows[0]["is_control"] and rows[0]["gain"] == 0.0
+    assert [r["branch"] for r in rows[1:]] == [b["branch"] for b in fixture["branches"]]
+    assert rows[1]["many_shot_accuracy"] == fixture["branches"][0]["best_metrics"]["many_shot_accuracy"]
+
+
+def test_results_to_dataframe(live: LiveServer, client: Client) -> None:
+    pd = pytest.importorskip("pandas")
+    job = client.submit(tiny_spec())
+    live.finish(job.id)
+    frame = client.results(job.id).to_dataframe()
+    assert isinstance(frame, pd.DataFrame) and "control" in frame.index and "gain" in frame.columns
+
+
+def test_to_dataframe_without_pandas_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_pandas(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "pandas":
+            raise ImportError("no pandas")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_pandas)
+    fixture = json.loads(FIXTURE.read_text())
+    results = Results.from_payload({"job_id": "j", "status": "succeeded", "complete": True, **fixture})
+    with pytest.raises(ImportError, match="pip install pandas"):
+        results.to_dataframe()
+
+
+def test_cancel_then_conflict(live: LiveServer, client: Client) -> None:
+    job = client.submit(tiny_spec())
+    cancelled = client.cancel(job.id)
+    assert cancelled.status == "cancelled" and cancelled.done
+    with pytest.raises(Conflict) as info:
+        client.cancel(job.id)
+    assert info.value.status_code == 409 and "already cancelled" in info.value.message
+
+
+def test_catalogs(client: Client) -> None:
+    losses = {entry["name"] for entry in client.losses()}
+    assert {
+        "ce",
+        "focal",
+        "label_smoothing",
+        "seql",
+        "ib",
+        "cdt",
+        "ldam",
+        "balanced_softmax",
+        "logit_adjusted",
+    } <= losses
+    assert "digits_lt" in {entry["name"] for entry in client.datasets()}
+    assert {"mlp", "resnet32"} <= {entry["name"] for entry in client.models()}
+    assert client.health() == {"status": "ok", "auth": False}
+    assert client.ready()["status"] == "ready"
+
+
+def test_list_follows_the_cursor(client: Client) -> None:
+    ids = [client.submit(tiny_spec(name=f"j{i}")).id for i in range(5)]
+    listed = client.list(page_size=2)
+    assert sorted(j.id for j in listed) == sorted(ids) and len(listed) == 5
+    assert len(client.list(page_size=2, limit=3)) == 3
+
+
+# -- spec files ---------------------------------------------------------------------------------------------------
+def test_submit_yaml_and_json_files(client: Client, tmp_path: Path) -> None:
+    import yaml
+
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(tiny_spec(name="from-yaml")))
+    (tmp_path / "spec.json").write_text(json.dumps(tiny_spec(name="from-json")))
+    assert client.submit(tmp_path / "spec.yaml").name == "from-yaml"
+    assert client.submit(str(tmp_path / "spec.json")).name == "from-json"
+
+
+def test_examples_validate_locally() -> None:
+    from service.client import load_spec
+
+    for path in sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml")):
+        assert load_spec(path)["api_version"] == "v1"
+
+
+@pytest.mark.parametrize(
+    ("text", "suffix", "expected"),
+    [
+        ("dataset: {name: digits_lt}\nlosses: [{name: focal, gamma: -1}]\n", ".yaml", "losses[0].gamma"),
+        ("dataset: {name: digits_lt}\nlosses: [{name: nope}]\n", ".yaml", "losses[0]"),
+        ("dataset: [unclosed\n", ".yaml", "invalid YAML at line"),
+        ('{"dataset": ', ".json", "invalid JSON at line 1"),
+        ("- just\n- a list\n", ".yml", "expected a mapping"),
+    ],
+)
+def test_bad_spec_file_names_file_and_field(
+    client: Client, tmp_path: Path, text: str, suffix: str, expected: str
+) -> None:
+    path = tmp_path / f"bad{suffix}"
+    path.write_text(text)
+    with pytest.raises(SpecFileError) as info:
+        client.submit(path)
+    message = str(info.value)
+    assert str(path) in message and expected in message and "\n" not in message
+    assert client.list() == []  # nothing was sent
+
+
+def test_missing_spec_file(client: Client, tmp_path: Path) -> None:
+    with pytest.raises(SpecFileError, match="no such file"):
+        client.submit(tmp_path / "missing.yaml")
+
+
+# -- typed errors -------------------------------------------------------------------------------------------------
+def test_422_carries_field_details(client: Client) -> None:
+    with pytest.raises(ValidationFailed) as info:
+        client.submit(tiny_spec(losses=[{"name": "focal", "gamma": -1}], train={"epochs": 0}))
+    err = info.value
+    assert err.status_code == 422 and err.code == "invalid_spec"
+    assert set(err.field_errors) >= {"losses[0].gamma", "train.epochs"}
+    assert "losses[0].gamma" in str(err)
+
+
+def test_401_without_or_with_a_wrong_token(live_factory: Callable[..., LiveServer]) -> None:
+    server = live_factory(api_tokens={TOKEN: "alice"})
+    for token in (None, "wrong-token-123"):
+        with Client(server.url, token=token, retries=0) as anonymous, pytest.raises(Unauthorized) as info:
+            anonymous.list()
+        assert info.value.status_code == 401 and "bearer token" in info.value.message
+    with Client(server.url, token=TOKEN) as alice:
+        job = alice.submit(tiny_spec())
+        assert job.owner == "alice" and alice.get(job.id).id == job.id
+
+
+def test_404_for_an_unknown_job(client: Client) -> None:
+    with pytest.raises(NotFound) as info:
+        client.get("job_0000000000000000")
+    assert info.value.status_code == 404 and "job_0000000000000000" in info.value.message
+    with pytest.raises(NotFound):
+        client.results("job_0000000000000000")
+    with pytest.raises(NotFound):
+        client.wait("job_0000000000000000", timeout=5)
+
+
+def test_409_idempotency_key_reused_with_another_body(client: Client) -> None:
+    first = client.submit(tiny_spec(), idempotency_key="key-1")
+    assert client.submit(tiny_spec(), idempotency_key="key-1").id == first.id
+    with pytest.raises(Conflict) as info:
+        client.submit(tiny_spec(name="other"), idempotency_key="key-1")
+    assert info.value.code == "idempotency_conflict" and info.value.details == {"job_id": first.id}
+
+
+def test_429_quota(live_factory: Callable[..., LiveServer]) -> None:
+    server = live_factory(max_jobs_per_owner=1)
+    with Client(server.url) as c:
+        c.submit(tiny_spec())
+        with pytest.raises(QuotaExceeded) as info:
+            c.submit(tiny_spec())
+    assert info.value.status_code == 429
+
+
+def test_unreachable_service() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    retries: list[int] = []
+    with Client(url, retries=2, backoff=0.01, on_retry=lambda n, reason, delay: retries.append(n)) as c:
+        with pytest.raises(ServiceUnavailable) as info:
+            c.list()
+    assert retries == [1, 2]
+    assert info.value.message == f"cannot reach the longtail service at {url} (connection refused)"
+
+
+def test_wait_deadline(live: LiveServer, client: Client) -> None:
+    job = client.submit(tiny_spec())
+    started = time.monotonic()
+    with pytest.raises(WaitTimeout) as info:
+        client.wait(job.id, timeout=0.5)
+    assert time.monotonic() - started < 5
+    assert info.value.job is not None and info.value.job.id == job.id and not info.value.job.done
+
+
+# -- transient failures -------------------------------------------------------------------------------------------
+def test_retries_across_a_service_restart(live: LiveServer) -> None:
+    retried = threading.Event()
+    with Client(live.url, retries=40, backoff=0.05, max_backoff=0.25, on_retry=lambda *_: retried.set()) as c:
+        job = c.submit(tiny_spec())
+        live.stop()
+        outcome: dict[str, Any] = {}
+
+        def calls_while_down() -> None:
+            try:
+                outcome["job"] = c.get(job.id)
+                outcome["submitted"] = c.submit(tiny_spec(name="during-restart"))
+            except Exception as exc:  # reported below
+                outcome["error"] = exc
+
+        worker = threading.Thread(target=calls_while_down)
+        worker.start()
+        assert retried.wait(10), "the client never retried"
+        live.start()  # same port, same SQLite store
+        worker.join(timeout=30)
+        assert "error" not in outcome, outcome.get("error")
+        assert outcome["job"].id == job.id
+        assert sorted(j.name for j in c.list()) == ["during-restart", "tiny"]
+
+
+class FlakyTransport(httpx.BaseTransport):
+    """Answers 503 (then 502) before passing requests through; ``/events`` always fails with 502."""
+
+    def __init__(self, failures: int = 2) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.failures = failures
+        self.calls = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.calls += 1
+        if request.url.path.endswith("/events"):
+            return httpx.Response(502, text="bad gateway")
+        if self.failures > 0:
+            self.failures -= 1
+            return httpx.Response(
+                503 if self.failures else 502, json={"error": {"code": "unavailable", "message": "busy"}}
+            )
+        return self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_503_and_502_are_retried(live: LiveServer) -> None:
+    transport = FlakyTransport(failures=2)
+    with Client(live.url, retries=3, backoff=0.01, transport=transport) as c:
+        assert c.losses()
+    assert transport.calls == 3
+    with Client(live.url, retries=1, backoff=0.01, transport=FlakyTransport(failures=5)) as c:
+        with pytest.raises(ServiceUnavailable, match="503"):
+            c.losses()
+
+
+def test_wait_falls_back_to_polling(live: LiveServer) -> None:
+    with Client(live.url, retries=0, poll_interval=0.05, transport=FlakyTransport(failures=0)) as c:
+        job = c.submit(tiny_spec())
+        finisher = threading.Timer(0.2, live.finish, args=(job.id,))
+        finisher.start()
+        final = c.wait(job.id, timeout=30)
+        finisher.join()
+    assert final.status == "succeeded"
+
+
+# -- the async twin -----------------------------------------------------------------------------------------------
+def test_async_client(live: LiveServer) -> None:
+    async def scenario() -> None:
+        async with AsyncClient(live.url, retries=1, backoff=0.01) as c:
+            job = await c.submit(tiny_spec())
+            assert (await c.get(job.id)).id == job.id
+            assert [j.id for j in await c.list()] == [job.id]
+            assert {"focal", "ldam"} <= {e["name"] for e in await c.losses()}
+            assert await c.datasets() and await c.models()
+            seen: list[str] = []
+
+            async def on_progress(j: Job) -> None:
+                seen.append(str(j.status))
+
+            finisher = threading.Timer(0.3, live.finish, args=(job.id,))
+            finisher.start()
+            final = await c.wait(job.id, timeout=30, on_progress=on_progress)
+            finisher.join()
+            assert final.status == "succeeded" and seen[-1] == "succeeded"
+            assert (await c.results(job.id)).complete
+            other = await c.submit(tiny_spec(name="second"))
+            assert (await c.cancel(other.id)).status == "cancelled"
+            with pytest.raises(Conflict):
+                await c.cancel(other.id)
+            with pytest.raises(NotFound):
+                await c.get("job_0000000000000000")
+            with pytest.raises(ValidationFailed) as info:
+                await c.submit(tiny_spec(losses=[{"name": "focal", "gamma": -1}]))
+            assert "losses[0].gamma" in info.value.field_errors
+            with pytest.raises(WaitTimeout):
+                await c.wait((await c.submit(tiny_spec(name="third"))).id, timeout=0.3)
+
+    asyncio.run(scenario())

@@ -1,0 +1,143 @@
+"""The dispatch queue and the reconciler: queue width, lost jobs, dead drivers, spool replay, service restart."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from service.core import LOST_BY_CLUSTER
+from service.dispatcher import DriverState, Submission
+from service.testing import FakeDispatcher, driver_events
+from tests.service.conftest import tiny_spec
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "job_result.json"
+
+
+def status(api, job_id: str) -> str:
+    return api.client.get(f"/jobs/{job_id}").json()["status"]
+
+
+def test_queue_runs_at_most_max_running_jobs_oldest_first(make_api, settings) -> None:
+    api = make_api(settings.model_copy(update={"max_running_jobs": 1}))
+    ids = [api.submit(tiny_spec(name=f"j{i}")) for i in range(3)]
+    api.tick()
+    assert [status(api, i) for i in ids] == ["running", "queued", "queued"]
+    api.tick()
+    assert len(api.fake.submissions) == 1
+    api.send(ids[0], [{"seq": 1, "type": "job_finished", "result": json.loads(FIXTURE.read_text())}])
+    api.tick()
+    assert [status(api, i) for i in ids] == ["succeeded", "running", "queued"]
+    api.client.post(f"/jobs/{ids[1]}/cancel")
+    api.tick()
+    assert [status(api, i) for i in ids] == ["succeeded", "cancelled", "running"]
+    assert [s.job_id for s in api.fake.submissions] == ids[:1] + ids[1:]
+
+
+def test_job_unknown_to_cluster_is_failed(api) -> None:
+    job_id = api.start()
+    api.fake.states.clear()  # the cluster was restarted: it forgot its jobs
+    api.tick()
+    job = api.client.get(f"/jobs/{job_id}").json()
+    assert job["status"] == "failed" and job["error"] == LOST_BY_CLUSTER
+
+
+def test_job_stopped_outside_is_failed(api) -> None:
+    job_id = api.start()
+    api.fake.set_state(api.fake.submission(job_id).submission_id, DriverState.STOPPED)
+    api.tick()
+    assert status(api, job_id) == "failed"
+
+
+def test_unreachable_cluster_changes_nothing(api) -> None:
+    job_id = api.start()
+    queued = api.submit()
+    api.fake.available = False
+    api.tick()
+    assert status(api, job_id) == "running" and status(api, queued) == "queued"
+
+
+def test_submit_failure_fails_the_job_with_reason(make_api, settings) -> None:
+    class Broken(FakeDispatcher):
+        async def submit(self, submission: Submission) -> None:
+            raise RuntimeError("Jobs API said no")
+
+    api = make_api(settings, Broken())
+    job_id = api.start()
+    job = api.client.get(f"/jobs/{job_id}").json()
+    assert job["status"] == "failed" and "Jobs API said no" in job["error"]
+
+
+def test_transient_submit_refusal_keeps_job_queued(make_api, settings) -> None:
+    from service.errors import Unavailable
+
+    class Warming(FakeDispatcher):
+        refusals = 2
+
+        async def submit(self, submission: Submission) -> None:
+            if self.refusals:
+                self.refusals -= 1
+                raise Unavailable("No available agent to submit job, please try again later.")
+            await super().submit(submission)
+
+    api = make_api(settings, Warming())
+    job_id = api.start()
+    assert status(api, job_id) == "queued"
+    api.tick()
+    assert status(api, job_id) == "queued"
+    api.tick()
+    assert status(api, job_id) == "running" and len(api.fake.submissions) == 1
+
+
+def test_spool_and_result_file_are_replayed(api, settings) -> None:
+    """The driver finished while the service was down: its spool and result.json complete the job."""
+    job_id = api.start()
+    events = driver_events(["c", "a"], epochs=2, control="c")
+    api.send(job_id, events[:3])  # only the first few reached the service
+    job_dir = Path(settings.storage_path) / job_id
+    job_dir.mkdir(parents=True)
+    result = json.loads(FIXTURE.read_text())
+    with (job_dir / "events.jsonl").open("w") as f:
+        for event in events:
+            f.write(json.dumps(event) + "\n")
+        f.write('{"seq": 99, "type": "job_fini')  # a torn last line is skipped
+    (job_dir / "result.json").write_text(json.dumps(result))
+    api.fake.set_state(api.fake.submission(job_id).submission_id, DriverState.SUCCEEDED)
+    api.tick()
+    job = api.client.get(f"/jobs/{job_id}").json()
+    assert job["status"] == "succeeded"
+    results = api.client.get(f"/jobs/{job_id}/results").json()
+    assert results["complete"] and results["trials"] == result["trials"]
+    assert api.service.store.epoch_rows(job_id)[-1]["trial_id"] == "c"  # spool events stored too
+    assert len(api.service.store.epoch_rows(job_id)) == 4
+
+
+def test_driver_succeeded_without_result_is_failed(api) -> None:
+    job_id = api.start()
+    api.fake.set_state(api.fake.submission(job_id).submission_id, DriverState.SUCCEEDED)
+    api.tick()
+    job = api.client.get(f"/jobs/{job_id}").json()
+    assert job["status"] == "failed" and "never reached the service" in job["error"]
+
+
+def test_service_restart_keeps_running_job(make_api, settings) -> None:
+    fake = FakeDispatcher()
+    first = make_api(settings, fake)
+    job_id = first.start()
+    secret = fake.submission(job_id).secret
+    events = driver_events(["c", "a"], epochs=3, control="c")
+    first.send(job_id, events[:5])
+    before = first.client.get(f"/jobs/{job_id}").json()
+    first.client.__exit__(None, None, None)  # the service stops; the "cluster" keeps the job
+
+    second = make_api(settings, fake)
+    second.tick()
+    after = second.client.get(f"/jobs/{job_id}").json()
+    assert after == before and after["status"] == "running"
+    # The driver resends everything it has (some duplicates) with the same secret.
+    r = second.send(job_id, events, secret=secret)
+    assert r.json() == {"accepted": len(events) - 5, "duplicates": 5}
+    second.send(
+        job_id, [{"seq": 100, "type": "job_finished", "result": json.loads(FIXTURE.read_text())}], secret=secret
+    )
+    assert second.client.get(f"/jobs/{job_id}").json()["status"] == "succeeded"
+    assert len(fake.submissions) == 1  # never submitted twice
