@@ -1,0 +1,237 @@
+"""End to end: a real ``python -m service`` (uvicorn) subprocess on the session's local Ray, through the Jobs API.
+
+One job on ``digits_lt`` (two losses + the control, 2 epochs, tiny MLP; two 0.99-CPU trials fit 2 CPUs) runs while
+the service is killed and restarted on the same store; then a second job is cancelled while it runs and Ray must
+give its CPUs back. Waits are polls with deadlines that fail with the last state seen.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.ray]
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "e2e-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def poll(fn: Callable[[], Any], *, timeout: float, what: str, every: float = 0.5) -> Any:
+    """Call ``fn`` until it returns something truthy; fail with the last value (or error) after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = fn()
+        except (httpx.HTTPError, OSError) as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        else:
+            if last:
+                return last
+        pause.wait(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last seen: {last!r}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServiceProcess:
+    """``python -m service`` in a subprocess; restartable on the same port and state directory."""
+
+    def __init__(self, env: dict[str, str], port: int, log: Path) -> None:
+        self.env, self.port, self.log = env, port, log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = f"http://127.0.0.1:{port}"
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(self.port)],
+                cwd=ROOT,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        poll(self._healthy, timeout=60, what=f"the service on {self.url} (log {self.log})")
+
+    def _healthy(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"the service exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+        return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)  # a crash, not a clean shutdown
+            self.proc.wait(timeout=30)
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=30)
+        self.proc = None
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers=AUTH, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def service(ray_session, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    from ray._private.worker import get_dashboard_url
+
+    ray = ray_session
+    state = tmp_path_factory.mktemp("service-e2e")
+    # The session Ray started in this process knows its dashboard; a cluster joined by address is named in the env.
+    dashboard = os.environ.get("LONGTAIL_E2E_RAY_DASHBOARD_URL") or get_dashboard_url()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
+        "LONGTAIL_STATE_DIR": str(state),
+        "LONGTAIL_RAY_ADDRESS": ray.get_runtime_context().gcs_address,
+        "LONGTAIL_RAY_DASHBOARD_URL": dashboard if dashboard.startswith("http") else f"http://{dashboard}",
+        "LONGTAIL_API_TOKENS": f"{TOKEN}:e2e",
+        "LONGTAIL_RECONCILE_INTERVAL_S": "1",
+        "LONGTAIL_MAX_RUNNING_JOBS": "1",
+        # ray.init() of the session enables token auth unless told otherwise; the Jobs client must match it.
+        "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token"),
+    }
+    proc = ServiceProcess(env, free_port(), state / "service.log")
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+def job_spec(name: str, epochs: int) -> dict[str, Any]:
+    return {
+        "name": name,
+        "dataset": {"name": "digits_lt"},
+        "model": {"name": "mlp", "hidden_sizes": [32]},
+        "losses": [{"name": "focal", "gamma": 2.0}, {"name": "logit_adjusted"}],
+        "train": {"epochs": epochs, "batch_size": 64, "lr": 0.05},
+        "scaling": {"num_workers": 1, "cpus_per_worker": 0.99},
+        "tune": {"num_samples": 1, "max_concurrent_trials": 2},
+    }
+
+
+def test_job_runs_to_results_across_a_service_restart(service: ServiceProcess) -> None:
+    with service.client() as c:
+        assert c.get("/readyz").json()["status"] == "ready"
+        r = c.post("/jobs", json=job_spec("e2e-restart", epochs=2), headers={"Idempotency-Key": "e2e-1"})
+        assert r.status_code == 201, r.text
+        job_id = r.json()["id"]
+        # Refused before it is accepted: a worker larger than any node.
+        too_big = c.post("/jobs", json={**job_spec("big", 2), "scaling": {"cpus_per_worker": 64}})
+        assert too_big.status_code == 422 and too_big.json()["error"]["details"][0]["loc"] == "scaling.cpus_per_worker"
+
+        def running_with_progress() -> Any:
+            job = c.get(f"/jobs/{job_id}").json()
+            assert job["status"] in ("queued", "running"), (job["status"], job["error"])
+            return job if job["progress"]["epochs_reported"] >= 1 else None
+
+        before = poll(running_with_progress, timeout=120, what="the first epoch report")
+    seen_events = before["progress"]["epochs_reported"]
+
+    service.kill()  # mid-job: the driver keeps training and spools what it cannot deliver
+    spool = Path(service.env["LONGTAIL_STATE_DIR"]) / "ray_results" / job_id / "events.jsonl"
+    poll(
+        lambda: spool.exists() and len(spool.read_text().splitlines()) > seen_events + 1,
+        timeout=90,
+        what="events spooled while the service was down",
+    )
+    service.start()
+
+    with service.client() as c:
+        done = poll(
+            lambda: (j := c.get(f"/jobs/{job_id}").json())["status"] not in ("queued", "running") and j,
+            timeout=150,
+            what=f"job {job_id} to finish",
+        )
+        assert done["status"] == "succeeded", done
+        assert done["progress"]["trials_done"] == done["progress"]["trials_total"] == 3
+        assert done["progress"]["epochs_reported"] == 6
+
+        res = c.get(f"/jobs/{job_id}/results").json()
+        assert res["complete"] is True and res["status"] == "succeeded"
+        assert len(res["trials"]) == 3 and sum(t["is_control"] for t in res["trials"]) == 1
+        assert res["control_trial_id"] in {t["trial_id"] for t in res["trials"]}
+        for trial in res["trials"]:
+            assert trial["status"] == "succeeded" and len(trial["history"]) == 2
+            assert len(trial["final"]["per_class_accuracy"]) == 10
+            assert {"many_shot_accuracy", "medium_shot_accuracy", "few_shot_accuracy"} <= set(trial["final"])
+        assert {b["branch"] for b in res["branches"]} >= {"focal", "logit_adjusted"}
+        assert all(b["gain"] is not None for b in res["branches"])
+        assert res["dataset"]["name"] == "digits_lt" and res["dataset"]["fingerprint"]
+        assert res["best_trial"]["trial_id"] in {t["trial_id"] for t in res["trials"]}
+
+        # Nothing was lost: every epoch event reached the store (delivered late or replayed from the spool).
+        stream = c.get(f"/jobs/{job_id}/events", timeout=30).text
+        epochs = [
+            json.loads(line[6:])
+            for line in stream.splitlines()
+            if line.startswith("data: ") and '"type":"epoch"' in line
+        ]
+        assert len({(e["trial_id"], e["epoch"]) for e in epochs}) == 6
+        assert "job_finished" in stream
+        # The idempotent retry still answers with the same job.
+        again = c.post("/jobs", json=job_spec("e2e-restart", epochs=2), headers={"Idempotency-Key": "e2e-1"})
+        assert again.json()["id"] == job_id
+        assert c.get(f"/jobs/{job_id}/logs").text.strip()
+        metrics = c.get("/metrics").text
+        assert 'longtail_jobs{status="succeeded"} 1' in metrics
+
+
+def test_cancel_frees_ray_resources(service: ServiceProcess, ray_session) -> None:
+    ray = ray_session
+    total_cpu = ray.cluster_resources()["CPU"]
+    with service.client() as c:
+        job_id = c.post("/jobs", json=job_spec("e2e-cancel", epochs=200)).json()["id"]
+
+        def training() -> Any:
+            job = c.get(f"/jobs/{job_id}").json()
+            assert job["status"] in ("queued", "running"), (job["status"], job["error"])
+            return job["progress"]["epochs_reported"] >= 1 and job
+
+        poll(training, timeout=120, what="the job to report an epoch")
+        assert ray.available_resources().get("CPU", 0.0) < total_cpu
+        r = c.post(f"/jobs/{job_id}/cancel")
+        assert r.status_code == 200 and r.json()["status"] == "cancelled"
+        assert c.post(f"/jobs/{job_id}/cancel").status_code == 409
+
+    poll(
+        lambda: ray.available_resources().get("CPU", 0.0) >= total_cpu - 1e-6,
+        timeout=60,
+        what=f"Ray to free the cancelled job's CPUs (total {total_cpu})",
+    )
+
+    from ray.job_submission import JobSubmissionClient
+
+    client = JobSubmissionClient(service.env["LONGTAIL_RAY_DASHBOARD_URL"])
+    poll(
+        lambda: str(client.get_job_status(f"longtail-{job_id}")).endswith("STOPPED"),
+        timeout=30,
+        what="the Ray job to be STOPPED",
+    )
+    with service.client() as c:
+        assert c.get(f"/jobs/{job_id}").json()["status"] == "cancelled"  # the reconciler leaves it cancelled
