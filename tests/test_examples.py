@@ -42,8 +42,9 @@ def test_digits_demo_compares_all_losses():
     spec = load("digits-demo.yaml")
     assert spec.dataset.name == "digits_lt" and spec.dataset.imbalance_factor == 50
     assert spec.model.name == "mlp"
-    assert {b.name for b in spec.losses} == DEMO_LOSSES
-    assert len(spec.losses) == len(DEMO_LOSSES)
+    # cross-entropy is the control trial (tune.control), every other loss a branch of its own
+    assert spec.tune.control and {b.name for b in spec.losses} | {"ce"} == DEMO_LOSSES
+    assert len(spec.losses) == len(DEMO_LOSSES) - 1
     branches = {b.key: b for b in spec.losses}
     ldam = branches["ldam-drw"]
     assert ldam.name == "ldam"

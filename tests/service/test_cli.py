@@ -279,14 +279,14 @@ def test_installed_console_script(server: LiveServer) -> None:
 def test_demo_spec_is_the_example_file() -> None:
     example = yaml.safe_load((ROOT / "examples" / "digits-demo.yaml").read_text())
     assert JobSpec.model_validate(DEMO_SPEC) == JobSpec.model_validate(example)
-    assert JobSpec.model_validate(DEMO_SPEC).trial_count() == 14
+    assert JobSpec.model_validate(DEMO_SPEC).trial_count() == 11
 
 
 def test_quick_demo_spec_is_a_smaller_search() -> None:
     quick = JobSpec.model_validate(quick_demo_spec())
     full = JobSpec.model_validate(DEMO_SPEC)
-    assert {b.key for b in quick.losses} < {b.key for b in full.losses} and len(quick.losses) == 5
-    assert quick.trial_count() == 6 and quick.train.epochs < full.train.epochs
+    assert {b.key for b in quick.losses} < {b.key for b in full.losses} and len(quick.losses) == 4
+    assert quick.trial_count() == 5 and quick.train.epochs < full.train.epochs
 
 
 def test_format_config() -> None:
