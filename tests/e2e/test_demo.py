@@ -41,7 +41,7 @@ def test_demo_quick() -> None:
     for branch in quick_demo_spec()["losses"]:
         label = branch.get("label") or branch["name"]
         assert label in rows, f"no row for {label}:\n{done.stdout}"
-        assert re.search(r"\s[+-]\d+\.\d\s", rows[label]), rows[label]  # a signed gain in points
+        assert re.search(r"\s[+-]\d+\.\d(\s|$)", rows[label]), rows[label]  # a signed gain in points
 
     url = re.search(r"Full results: (http://127\.0\.0\.1:\d+)/jobs/", done.stdout)
     assert url, done.stdout
