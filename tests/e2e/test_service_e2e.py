@@ -10,46 +10,27 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from support import free_port, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.ray]
+
+
+def poll(fn: Callable[[], Any], *, timeout: float, what: str, every: float = 0.5) -> Any:
+    """``wait_for`` that treats HTTP and OS errors (a service restarting) as "not yet"."""
+    return wait_for(fn, timeout, what, every=every, tolerate=(httpx.HTTPError, OSError))
+
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "e2e-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def poll(fn: Callable[[], Any], *, timeout: float, what: str, every: float = 0.5) -> Any:
-    """Call ``fn`` until it returns something truthy; fail with the last value (or error) after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-        except (httpx.HTTPError, OSError) as exc:
-            last = f"{type(exc).__name__}: {exc}"
-        else:
-            if last:
-                return last
-        pause.wait(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last seen: {last!r}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ServiceProcess:

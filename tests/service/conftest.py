@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from support import tiny_spec, wait_for  # noqa: F401 - re-exported to the service tests
 
 from service.app import create_app
 from service.settings import Settings
@@ -17,32 +16,6 @@ from service.testing import FakeDispatcher
 
 ALICE, BOB = "alice-token-0001", "bob-token-00002"
 SECRET_HEADER = "X-Longtail-Driver-Secret"
-
-
-def tiny_spec(**overrides: Any) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "name": "tiny",
-        "dataset": {"name": "digits_lt"},
-        "model": {"name": "mlp", "hidden_sizes": [32]},
-        "losses": [{"name": "focal", "gamma": 2.0}, {"name": "ldam"}],
-        "train": {"epochs": 2},
-        "scaling": {"cpus_per_worker": 0.99},
-    }
-    spec.update(overrides)
-    return spec
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail with the last value after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        pause.wait(0.01)
-    raise AssertionError(f"timed out waiting for {what}; last value: {last!r}")
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +16,8 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from support import free_port, tiny_spec
+from support import wait_for as wait_until
 
 from service.app import create_app
 from service.client import (
@@ -39,38 +40,6 @@ from service.testing import FakeDispatcher, driver_events
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "job_result.json"
 SECRET_HEADER = "X-Longtail-Driver-Secret"
 TOKEN = "client-test-token-1"
-
-
-def tiny_spec(**overrides: Any) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "name": "tiny",
-        "dataset": {"name": "digits_lt"},
-        "model": {"name": "mlp", "hidden_sizes": [32]},
-        "losses": [{"name": "focal", "gamma": 2.0}, {"name": "ldam"}],
-        "train": {"epochs": 2},
-        "scaling": {"cpus_per_worker": 0.99},
-    }
-    spec.update(overrides)
-    return spec
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll ``predicate`` until truthy; fail with the last value after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        pause.wait(0.02)
-    raise AssertionError(f"timed out waiting for {what}; last value: {last!r}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class LiveServer:
