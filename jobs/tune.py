@@ -23,7 +23,6 @@ import json
 import logging
 import math
 import os
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from jobs.results import ResultCollector
 from jobs.spec import (
     TRIAL_DRIVER_CPU,
     Choice,
@@ -215,118 +215,6 @@ def tpe_space(spec: JobSpec) -> TPESpace:
 def asha_grace_period(spec: JobSpec) -> int:
     """ASHA's grace period: the spec's, but never before the latest re-balancing start (DRW / IB) + 1."""
     return min(spec.train.epochs, max(spec.tune.grace_period or 1, spec.rebalancing_start() + 1))
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Collecting results (pure)
-# --------------------------------------------------------------------------------------------------------------
-class ResultCollector:
-    """Builds the JobResult from events; thread-safe; used by the Tune callback and by the service."""
-
-    def __init__(self, spec: JobSpec, dataset_meta: dict[str, Any] | None = None) -> None:
-        self.spec = spec
-        self.metric = spec.tune.metric
-        self.mode = spec.tune.resolved_mode
-        self.dataset = dataset_meta or {}
-        self.trials: dict[str, dict[str, Any]] = {}
-        self._lock = threading.Lock()
-
-    def _better(self, a: float | None, b: float | None) -> bool:
-        if a is None or (isinstance(a, float) and math.isnan(a)):
-            return False
-        if b is None or (isinstance(b, float) and math.isnan(b)):
-            return True
-        return a > b if self.mode == "max" else a < b
-
-    def apply(self, event: dict[str, Any]) -> None:
-        with self._lock:
-            kind = event["type"]
-            if kind == "trial_started":
-                t = self.trials.setdefault(event["trial_id"], {"history": [], "final": None, "best": None})
-                t.update(
-                    trial_id=event["trial_id"],
-                    branch=event["branch"],
-                    branch_index=event["branch_index"],
-                    is_control=event["is_control"],
-                    config=event["config"],
-                    status="running",
-                    error=None,
-                    checkpoint_path=t.get("checkpoint_path"),
-                )
-            elif kind == "epoch":
-                t = self.trials[event["trial_id"]]
-                metrics = event["metrics"]
-                scalars = {k: v for k, v in metrics.items() if v is None or isinstance(v, (int, float, str))}
-                t["history"] = [h for h in t["history"] if h["epoch"] != event["epoch"]] + [scalars]
-                t["history"].sort(key=lambda h: h["epoch"])
-                t["final"] = metrics
-                value = metrics.get(self.metric)
-                if t["best"] is None or self._better(value, t["best"]["value"]):
-                    t["best"] = {"epoch": event["epoch"], "value": value, "metrics": metrics}
-                if event.get("checkpoint_path"):
-                    t["checkpoint_path"] = event["checkpoint_path"]
-            elif kind == "trial_finished":
-                t = self.trials[event["trial_id"]]
-                t["status"], t["error"] = event["status"], event.get("error")
-
-    def result(self) -> dict[str, Any]:
-        with self._lock:
-            trials = sorted(self.trials.values(), key=lambda t: (t.get("branch_index", 0), t["trial_id"]))
-            trials = [dict(t) for t in trials]
-        best = None
-        for t in trials:
-            if t["best"] is not None and (best is None or self._better(t["best"]["value"], best["value"])):
-                best = {
-                    "trial_id": t["trial_id"],
-                    "branch": t["branch"],
-                    "epoch": t["best"]["epoch"],
-                    "value": t["best"]["value"],
-                    "config": t["config"],
-                }
-        control = next((t for t in trials if t.get("is_control")), None)
-        control_value = control["best"]["value"] if control and control["best"] else None
-        branches = []
-        for index, b in enumerate(self.spec.losses):
-            own = [t for t in trials if t.get("branch_index") == index and t["best"] is not None]
-            top = None
-            for t in own:
-                if top is None or self._better(t["best"]["value"], top["best"]["value"]):
-                    top = t
-            value = top["best"]["value"] if top else None
-            gain = None
-            if value is not None and control_value is not None and not math.isnan(value):
-                # Improvement in the direction of the mode: positive always means better than the control.
-                gain = value - control_value if self.mode == "max" else control_value - value
-            branches.append(
-                {
-                    "branch": b.key,
-                    "branch_index": index,
-                    "loss": b.name,
-                    "trials": sum(1 for t in trials if t.get("branch_index") == index),
-                    "best_trial_id": top["trial_id"] if top else None,
-                    "best_value": value,
-                    "best_epoch": top["best"]["epoch"] if top else None,
-                    "best_config": top["config"] if top else None,
-                    "control_value": control_value,
-                    "gain": gain,
-                    "best_metrics": (
-                        {k: v for k, v in top["best"]["metrics"].items() if v is None or isinstance(v, (int, float))}
-                        if top
-                        else None
-                    ),
-                }
-            )
-        return {
-            "job_name": self.spec.name,
-            "metric": self.metric,
-            "mode": self.mode,
-            "best_scope": "best_epoch",
-            "dataset": self.dataset,
-            "trials": trials,
-            "best_trial": best,
-            "control_trial_id": control["trial_id"] if control else None,
-            "branches": branches,
-        }
 
 
 def dataset_meta(spec: JobSpec) -> dict[str, Any]:

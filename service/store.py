@@ -29,6 +29,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from jobs.results import is_better
 from service.errors import IdempotencyConflict, IllegalTransition, NotFound, QuotaExceeded
 
 try:  # Python 3.11+
@@ -234,10 +235,6 @@ def decode_cursor(cursor: str) -> int:
 
 def new_job_id() -> str:
     return "job_" + secrets.token_hex(8)
-
-
-def _is_better(value: float, best: float | None, mode: str) -> bool:
-    return best is None or (value > best if mode == "max" else value < best)
 
 
 class JobStore:
@@ -573,7 +570,7 @@ class JobStore:
             ):
                 return
             values: dict[str, Any] = {"epochs_reported": trial["epochs_reported"] + 1}
-            if value is not None and _is_better(value, trial["best_value"], mode):
+            if value is not None and is_better(value, trial["best_value"], mode):
                 values.update(best_value=value, best_epoch=epoch)
             if trial["status"] == "pending":
                 values["status"] = "running"
@@ -675,7 +672,7 @@ class JobStore:
         running = sum(1 for t in trials if t["status"] in ("running", "pending"))
         best: dict[str, Any] | None = None
         for t in trials:
-            if t["best_value"] is not None and _is_better(t["best_value"], best and best["value"], job.mode):
+            if t["best_value"] is not None and is_better(t["best_value"], best and best["value"], job.mode):
                 best = {
                     "trial_id": t["trial_id"],
                     "branch": t["branch"],

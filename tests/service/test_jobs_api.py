@@ -349,8 +349,11 @@ def test_results_partial_then_complete(api: Api) -> None:
     partial = api.client.get(f"/jobs/{job_id}/results").json()
     assert partial["complete"] is False and partial["status"] == "running" and partial["dataset"] is None
     assert partial["best_trial"]["trial_id"] == "a"
-    (branch,) = partial["branches"]
+    # one row per branch of the spec, those without results yet included
+    assert [b["branch"] for b in partial["branches"]] == ["focal", "ldam"]
+    (branch,) = [b for b in partial["branches"] if b["best_trial_id"] == "a"]
     assert branch["gain"] == pytest.approx(0.05)
+    assert all(b["best_value"] is None for b in partial["branches"] if b is not branch)
     trial = next(t for t in partial["trials"] if t["trial_id"] == "a")
     assert trial["best"]["epoch"] == 2 and trial["final"]["per_class_accuracy"] == [0.25, 0.25]
     assert "per_class_accuracy" not in trial["history"][0]
