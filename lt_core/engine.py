@@ -100,6 +100,7 @@ class FitConfig:
             raise ValueError(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs}")
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable copy (stored in checkpoints)."""
         d = asdict(self)
         d["milestones"] = list(self.milestones)
         return d
@@ -192,6 +193,7 @@ class EpochShardSampler(Sampler[int]):
         self.num_samples = math.ceil(n / world_size)
 
     def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose shuffle ``__iter__`` yields."""
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:

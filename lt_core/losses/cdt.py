@@ -46,8 +46,9 @@ def cdt_loss(
     class_weight: Tensor | Sequence[float] | None = None,
     reduction: Reduction = "mean",
 ) -> Tensor:
-    r"""Class-dependent temperatures (Ye et al., 2020, "Identifying and Compensating for Feature Deviation in
-    Imbalanced Deep Learning").
+    r"""Class-dependent temperatures (CDT) loss.
+
+    Ye et al., 2020, "Identifying and Compensating for Feature Deviation in Imbalanced Deep Learning".
 
     .. math:: l_i = -w_{y_i} \log \mathrm{softmax}(z_i / a)_{y_i}, \quad a_c = (n_{\max} / n_c)^\gamma
 
