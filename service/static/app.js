@@ -757,7 +757,7 @@
     function configText(config, shown) {
       return flatConfig(config || {})
         .filter(([k, val]) => shown.has(k) && !(k === "reweighting" && val === "none"))
-        .map(([k, val]) => `${k.replace(/^loss_params\./, "")}=${fmtValue(val)}`)
+        .map(([k, val]) => `${k.replace(/^(loss_params|loss)\./, "")}=${fmtValue(val)}`)
         .join(", ");
     }
 

@@ -59,7 +59,13 @@ SPEC: dict[str, Any] = {
     "model": {"name": "mlp", "hidden_sizes": [128], "dropout": 0.1},
     "losses": [
         {"name": "focal", "gamma": {"grid": [2.0, 0.5]}},
-        {"name": "ldam", "max_margin": 0.5, "scale": 30},
+        {
+            "name": "ldam",
+            "label": "ldam-drw",
+            "max_margin": 0.5,
+            "scale": 30,
+            "reweighting": {"scheme": "effective_number", "start_epoch": 6},
+        },
         {"name": "label_smoothing", "epsilon": 0.1},
         {"name": "ib", "alpha": 1000.0, "start_epoch": 3},
     ],
@@ -216,7 +222,7 @@ def test_ui_jobs_list_and_job_page(server: tuple[str, str], tmp_path: Path) -> N
             shown = [rows.nth(i).get_attribute("data-branch") for i in range(len(branches))]
             assert shown == branches
             assert "control" in (rows.nth(len(branches)).get_attribute("class") or "")
-            ldam = page.locator('#results-table tr.branch-row[data-branch="ldam"]').inner_text()
+            ldam = page.locator('#results-table tr.branch-row[data-branch="ldam-drw"]').inner_text()
             assert "85.3%" in ldam and "+7.05 pp" in ldam, ldam
             assert "best" in ldam  # the best trial is marked
 

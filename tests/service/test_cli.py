@@ -23,7 +23,7 @@ from service.cli import DEMO_SPEC, format_config, main, quick_demo_spec
 from tests.service.test_client import TOKEN, LiveServer, free_port, make_settings, tiny_spec, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
-LOSS_ROWS = ("focal", "ldam", "label_smoothing", "ib")  # the fixture's branches
+LOSS_ROWS = ("focal", "ldam-drw", "label_smoothing", "ib")  # the fixture's branches
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -96,8 +96,8 @@ def test_results_table(server: LiveServer, finished: str, capsys) -> None:
     assert "78.2" in control and "ref" in control  # the fixture's control: balanced accuracy 0.7823
     focal = next(line for line in lines if line.startswith("focal"))
     assert "82.4" in focal and "+4.2" in focal and "gamma=" in focal
-    ldam = next(line for line in lines if line.startswith("ldam"))
-    assert ldam.startswith("ldam *")  # the best trial of the job
+    ldam = next(line for line in lines if line.startswith("ldam-drw"))
+    assert ldam.startswith("ldam-drw *")  # the best trial of the job
     for branch in LOSS_ROWS:
         assert any(line.startswith(branch) for line in lines), branch
     # Columns line up: every row is as wide as its cells, separated by two spaces.
@@ -108,9 +108,9 @@ def test_results_csv(server: LiveServer, finished: str, capsys) -> None:
     code, out, _ = run(capsys, "--url", server.url, "results", finished, "--csv")
     assert code == 0
     rows = list(csv.DictReader(io.StringIO(out)))
-    assert [r["branch"] for r in rows] == ["control", "focal", "ldam", "label_smoothing", "ib"]
+    assert [r["branch"] for r in rows] == ["control", "focal", "ldam-drw", "label_smoothing", "ib"]
     assert float(rows[1]["gain"]) == pytest.approx(0.0419)
-    assert json.loads(rows[1]["config"])["loss"] == "focal"
+    assert json.loads(rows[1]["config"])["loss.gamma"] == 2.0
 
 
 def test_results_plots(server: LiveServer, finished: str, capsys, tmp_path: Path) -> None:
