@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from support import wait_for
 
 from service.app import create_app
 from service.settings import Settings
@@ -136,11 +137,8 @@ def server(tmp_path: Path) -> Iterator[tuple[str, str]]:
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, name="uvicorn", daemon=True)
     thread.start()
-    deadline = time.monotonic() + 15
-    while not srv.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise AssertionError("the uvicorn server did not start")
-        time.sleep(0.02)
+    wait_for(lambda: srv.started or not thread.is_alive(), 15, "the uvicorn server to start")
+    assert srv.started, "the uvicorn server thread died while starting"
     host, port = sock.getsockname()[:2]
     try:
         yield f"http://{host}:{port}", job_id
