@@ -146,3 +146,68 @@ def test_tpe_with_asha_keeps_the_control_and_respects_the_grace_period(ray_sessi
     for t in trials:
         assert len(t["history"]) >= 2  # grace = IB start (1) + 1: nobody is stopped before re-balancing runs
         assert t["status"] in ("succeeded", "stopped")
+
+
+def _flaky_loop(config):
+    """The real worker loop, made to crash after its first report on the first attempt only."""
+    from pathlib import Path
+
+    import ray.train
+    import torch
+
+    from jobs.train import train_loop_per_worker
+
+    marker = Path(config["marker"])
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        (marker.parent / "attempt-fresh").touch()
+    else:
+        with checkpoint.as_directory() as path:
+            epoch = torch.load(f"{path}/checkpoint.pt", weights_only=False)["epoch"]
+        (marker.parent / f"attempt-resumed-at-{epoch}").touch()
+    if not marker.exists():
+        real_report = ray.train.report
+
+        def report_then_crash(metrics, checkpoint=None):
+            real_report(metrics, checkpoint=checkpoint)
+            marker.touch()
+            raise RuntimeError("injected worker failure")
+
+        ray.train.report = report_then_crash
+        try:
+            train_loop_per_worker(config)
+        finally:
+            ray.train.report = real_report
+    else:
+        train_loop_per_worker(config)
+
+
+@pytest.mark.ray
+def test_a_failed_worker_is_retried_from_the_last_checkpoint(ray_session, tmp_path):
+    import sys
+
+    import ray.cloudpickle
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    trial = plan_trials(tiny_spec(train={"epochs": 3, "batch_size": 64, "lr": 0.1}))[1]
+    trainer = TorchTrainer(
+        _flaky_loop,
+        train_loop_config={"trial": trial, "dataset": DIGITS, "marker": str(tmp_path / "crashed")},
+        scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": 0.99}),
+        run_config=ray.train.RunConfig(
+            name="flaky", storage_path=str(tmp_path / "ray"), failure_config=ray.train.FailureConfig(max_failures=1)
+        ),
+    )
+    result = trainer.fit()
+    assert result.error is None
+    assert (tmp_path / "crashed").exists()  # the first attempt did fail
+    assert (tmp_path / "attempt-fresh").exists()
+    assert (tmp_path / "attempt-resumed-at-1").exists()  # the retry got epoch 1's checkpoint
+    metrics = json.loads(result.metrics[METRICS_JSON])
+    assert metrics["epoch"] == 3
+    with result.checkpoint.as_directory() as path:
+        state = torch.load(f"{path}/checkpoint.pt", weights_only=False)
+    # one history entry per epoch, carried over from the checkpoint
+    assert [h["epoch"] for h in state["history"]] == [1, 2, 3]
