@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -13,7 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from service.deps import JobDep, OwnerDep, ServiceDep, SettingsDep, StoreDep
-from service.errors import NotFound, NothingToPlot, SpecRejected, Unavailable
+from service.errors import NotFound, NothingToPlot, SpecRejected
 from service.results import partial_result
 from service.schemas import ErrorResponse, JobList, JobRead, JobResults
 from service.store import JobRecord, JobStatus, JobStore
@@ -224,10 +226,8 @@ def job_plot(
     format: Annotated[str | None, Query(pattern="^(png|svg)$")] = None,  # noqa: A002 - the query name
 ) -> Response:
     """A figure of the results: ``{kind}.png`` or ``{kind}.svg`` (or ``?format=svg``); kinds as in ``/plots``."""
-    try:
-        from service import plots
-    except ImportError as exc:  # the plotting module ships separately
-        raise Unavailable(f"plots are not available: {exc}") from None
+    from service import plots  # matplotlib: imported on the first plot, not at start-up
+
     kind, dot, ext = filename.rpartition(".")
     if not dot:
         kind, ext = filename, "png"
@@ -237,13 +237,41 @@ def job_plot(
     if kind not in plots.PLOT_KINDS:
         raise NotFound(f"unknown plot kind {kind!r}", {"kinds": list(plots.PLOT_KINDS)})
     stored = store.result_json(job.id) if job.status.terminal else None
-    result = json.loads(stored) if stored else partial_result(store, job)
-    try:
-        data = plots.render_plot(kind, result, fmt=fmt)
-    except plots.NoFinishedTrials as exc:
-        raise NothingToPlot(str(exc) or "no trial has reported an epoch yet") from None
+    key = (job.id, kind, fmt, hash(stored)) if stored else None
+    data = _finished_plots.get(key) if key else None
+    if data is None:
+        result = json.loads(stored) if stored else partial_result(store, job)
+        try:
+            data = plots.render_plot(kind, result, fmt=fmt)
+        except plots.NoFinishedTrials as exc:
+            raise NothingToPlot(str(exc) or "no trial has reported an epoch yet") from None
+        if key:  # a finished job's figures cannot change (a late result changes the key): render them once
+            _finished_plots.put(key, data)
     media = "image/svg+xml" if fmt == "svg" else "image/png"
     return Response(data, media_type=media, headers={"Cache-Control": "no-cache"})
 
+
+class _LRU:
+    """A small thread-safe LRU of rendered figures (rendering takes ~0.1-0.2 s; a figure is ~50-150 KB)."""
+
+    def __init__(self, size: int) -> None:
+        self.size, self._items, self._lock = size, OrderedDict[Any, bytes](), threading.Lock()
+
+    def get(self, key: Any) -> bytes | None:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            return None
+
+    def put(self, key: Any, value: bytes) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+
+_finished_plots = _LRU(128)
 
 __all__ = ["router", "job_read"]

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from service.app import STATIC_DIR
 from service.dispatcher import DriverState
 from service.testing import FakeDispatcher, driver_events
 from tests.service.conftest import ALICE, BOB, SECRET_HEADER, Api, tiny_spec
@@ -539,8 +538,12 @@ def test_unexpected_error_is_500_with_logged_id(make_api, settings, caplog, monk
     assert error["details"]["error_id"] in caplog.text and "secret internals" in caplog.text
 
 
-def test_plots(api: Api) -> None:
-    pytest.importorskip("service.plots")
+def test_plots(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    from service import plots
+
+    calls: list[str] = []
+    render = plots.render_plot
+    monkeypatch.setattr(plots, "render_plot", lambda kind, *a, **kw: calls.append(kind) or render(kind, *a, **kw))
     job_id = api.start()
     assert api.client.get(f"/jobs/{job_id}/plots/per-class.png").status_code == 409
     assert api.client.get(f"/jobs/{job_id}/plots/nope.png").status_code == 404
@@ -548,6 +551,9 @@ def test_plots(api: Api) -> None:
     api.send(job_id, [{"seq": 1, "type": "job_finished", "result": json.loads(FIXTURE.read_text())}])
     png = api.client.get(f"/jobs/{job_id}/plots/per-class.png")
     assert png.status_code == 200 and png.headers["content-type"] == "image/png" and png.content[:4] == b"\x89PNG"
+    # a finished job's figure is rendered once, then served from memory
+    assert api.client.get(f"/jobs/{job_id}/plots/per-class.png").content == png.content
+    assert calls.count("per-class") == 2  # the 409 attempt while running, and one render after the job finished
     svg = api.client.get(f"/jobs/{job_id}/plots/curves.svg")
     assert svg.headers["content-type"].startswith("image/svg+xml") and b"<svg" in svg.content
     assert (
@@ -558,14 +564,11 @@ def test_plots(api: Api) -> None:
 
 
 def test_ui_is_mounted(api: Api) -> None:
-    if not (STATIC_DIR / "index.html").exists():
-        pytest.skip("service/static is not there yet")
     for path in ("/ui", "/ui/"):
         r = api.client.get(path)
         assert r.status_code == 200 and "text/html" in r.headers["content-type"]
     for asset in ("app.js", "app.css"):
-        if (STATIC_DIR / asset).exists():
-            assert api.client.get(f"/ui/{asset}").status_code == 200
+        assert api.client.get(f"/ui/{asset}").status_code == 200
 
 
 def test_driver_state_failed_marks_job_failed_with_log_tail(api: Api) -> None:
