@@ -13,6 +13,9 @@ from typing import Any
 from pydantic import BaseModel
 
 from jobs import spec as S
+from lt_core.datasets import DATASETS
+from lt_core.losses import LOSSES
+from lt_core.models import MODELS
 
 _DOMAIN_REFS = {f"#/$defs/{m.__name__}" for m in (S.Choice, S.Grid, S.Uniform, S.LogUniform, S.RandInt, S.QUniform)}
 _BOUND_KEYS = {"minimum": "ge", "exclusiveMinimum": "gt", "maximum": "le", "exclusiveMaximum": "lt"}
@@ -91,21 +94,15 @@ def model_params(model: type[BaseModel]) -> list[dict[str, Any]]:
 @lru_cache(maxsize=1)
 def losses_catalog() -> list[dict[str, Any]]:
     """One entry per loss branch kind (``losses[i].name``)."""
-    try:
-        from lt_core.losses import LOSSES
-    except ImportError:  # pragma: no cover - lt_core not installed
-        LOSSES = {}  # noqa: N806
     out = []
     for name, model in S.BRANCH_MODELS.items():
-        info = LOSSES.get(name)
+        info = LOSSES[name]  # the spec models and the registry are kept in sync by tests/jobs/test_spec.py
         out.append(
             {
                 "name": name,
-                "description": (info.description if info and getattr(info, "description", "") else None)
-                or inspect.getdoc(model)
-                or "",
-                "needs_class_counts": bool(info and info.needs_class_counts),
-                "needs_features": bool(info and info.needs_features),
+                "description": info.description or inspect.getdoc(model) or "",
+                "needs_class_counts": info.needs_class_counts,
+                "needs_features": info.needs_features,
                 "parameters": model_params(model),
                 "loss_parameters": sorted(k for k in model.model_fields if k not in model.TRAINING_FIELDS),
             }
@@ -130,19 +127,15 @@ def _union_members(annotation: Any) -> list[type[BaseModel]]:
 @lru_cache(maxsize=1)
 def datasets_catalog() -> list[dict[str, Any]]:
     """One entry per dataset (``dataset.name``); ``path_params`` are resolved under the service's data root."""
-    try:
-        from lt_core.datasets import DATASETS
-    except ImportError:  # pragma: no cover
-        DATASETS = {}  # noqa: N806
     out = []
     for model in _union_members(S.DatasetSpec):
         name = model.model_fields["name"].default
-        info = DATASETS.get(name)
+        info = DATASETS[name]
         out.append(
             {
                 "name": name,
-                "description": (info.description if info else None) or inspect.getdoc(model) or "",
-                "path_params": list(info.path_params) if info else [f for f in model.model_fields if f == "path"],
+                "description": info.description or inspect.getdoc(model) or "",
+                "path_params": list(info.path_params),
                 "parameters": model_params(model),
             }
         )
@@ -152,18 +145,14 @@ def datasets_catalog() -> list[dict[str, Any]]:
 @lru_cache(maxsize=1)
 def models_catalog() -> list[dict[str, Any]]:
     """One entry per model (``model.name``)."""
-    try:
-        from lt_core.models import MODELS
-    except ImportError:  # pragma: no cover
-        MODELS = {}  # noqa: N806
     out = []
     for model in _union_members(S.ModelSpec):
         name = model.model_fields["name"].default
-        info = MODELS.get(name)
+        info = MODELS[name]
         out.append(
             {
                 "name": name,
-                "description": (info.description if info else None) or inspect.getdoc(model) or "",
+                "description": info.description or inspect.getdoc(model) or "",
                 "parameters": model_params(model),
             }
         )
