@@ -133,15 +133,21 @@ def _assemble(spec: JobSpec, index: int | None, values: dict[str, dict[str, Any]
     }
 
 
+def control_trial(spec: JobSpec) -> dict[str, Any]:
+    """The plain cross-entropy control: the same model and schedule, shared train domains at their centre."""
+    values = {
+        s: {k: center_value(v) if is_domain(v) else v for k, v in d.items()} for s, d in _sections(spec, None).items()
+    }
+    return _assemble(spec, None, values, 0)
+
+
 def plan_trials(spec: JobSpec) -> list[dict[str, Any]]:
     """Every trial of a random/grid search, control first; deterministic for a given ``tune.seed``."""
     rng = np.random.default_rng(spec.tune.seed)
     grid_choices = spec.tune.search == "grid"
     trials = []
     if spec.tune.control:
-        sections = _sections(spec, None)
-        values = {s: {k: center_value(v) if is_domain(v) else v for k, v in d.items()} for s, d in sections.items()}
-        trials.append(_assemble(spec, None, values, 0))
+        trials.append(control_trial(spec))
     for index in range(len(spec.losses)):
         sections = _sections(spec, index)
         axes = [
@@ -194,9 +200,7 @@ class TPESpace:
         spec = self.spec
         if self.control_pending:
             self.control_pending = False
-            sections = _sections(spec, None)
-            values = {s: {k: center_value(v) if is_domain(v) else v for k, v in d.items()} for s, d in sections.items()}
-            return {"trial": _assemble(spec, None, values, 0)}
+            return {"trial": control_trial(spec)}
         keys = [b.key for b in spec.losses]
         key = ot_trial.suggest_categorical("branch", keys)
         index = keys.index(key)
