@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,14 +29,12 @@ from lt_core.engine import (
     FitConfig,
     LossSchedule,
     build_optimizer,
-    evaluate,
     load_checkpoint,
-    lr_at,
+    run_epoch,
     save_checkpoint,
     scalar_metrics,
     seed_everything,
     shard_indices,
-    train_one_epoch,
 )
 from lt_core.losses import LOSSES
 from lt_core.models import create_model
@@ -122,40 +119,23 @@ def run_trial(trial: dict[str, Any], dataset: dict[str, Any], ctx: TrialContext 
     test_shard = Subset(data.test, shard_indices(len(data.test), ctx.rank, ctx.world_size))
     test_loader = DataLoader(test_shard, batch_size=max(cfg.batch_size, 512))
     schedule = LossSchedule(cfg, counts, ctx.device)
-    steps = len(train_loader)
-    eval_model = getattr(model, "module", model)  # no DDP collectives in eval: ranks hold unequal shards
+    reduce = (lambda tensors: _all_reduce(tensors, ctx.world_size)) if ctx.world_size > 1 else None
 
     for epoch in range(start, cfg.epochs):
-        t0 = time.perf_counter()
-        sampler.set_epoch(epoch)
-        criterion, needs_features = schedule.criterion(epoch)
-        stats = train_one_epoch(
+        metrics = run_epoch(
             model,
-            train_loader,
-            criterion,
             optimizer,
-            epoch=epoch,
-            needs_features=needs_features,
-            lr_fn=lambda step, e=epoch: lr_at(cfg, e, step, steps),
+            cfg,
+            schedule,
+            sampler,
+            train_loader,
+            test_loader,
+            counts,
+            epoch,
             device=ctx.device,
+            reduce=reduce,
         )
-        # NCCL reduces device tensors only: move the (small) summable state to the device and back.
-        acc = evaluate(eval_model, test_loader, data.num_classes, device=ctx.device).to(ctx.device)
-        train_loss = torch.tensor(
-            [stats["train_loss"] * stats["samples"], stats["samples"]], dtype=torch.float64, device=ctx.device
-        )
-        _all_reduce([*acc.tensors(), train_loss], ctx.world_size)
-        acc, train_loss = acc.to("cpu"), train_loss.cpu()
-        metrics = acc.compute(counts, many_threshold=cfg.many_threshold, few_threshold=cfg.few_threshold)
-        metrics.update(
-            epoch=epoch + 1,
-            train_loss=float(train_loss[0] / train_loss[1]),
-            lr=stats["lr"],
-            epoch_time_s=time.perf_counter() - t0,
-            loss_phase=schedule.phase(epoch)[0],
-            reported_at=time.time(),
-        )
-        history.append(scalar_metrics(metrics) | {"loss_phase": metrics["loss_phase"]})
+        history.append(scalar_metrics(metrics))
         report = report_payload(metrics)
         if ctx.report is None:
             continue

@@ -44,6 +44,7 @@ __all__ = [
     "load_checkpoint",
     "lr_at",
     "save_checkpoint",
+    "run_epoch",
     "scalar_metrics",
     "seed_everything",
     "shard_indices",
@@ -259,9 +260,62 @@ def evaluate(
     return acc
 
 
-def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float | None]:
-    """The scalar (history-worthy) entries of a metrics dict."""
-    return {k: v for k, v in metrics.items() if v is None or isinstance(v, (int, float))}
+def scalar_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The scalar (history-worthy) entries of a metrics dict: numbers, None and short labels like ``loss_phase``."""
+    return {k: v for k, v in metrics.items() if v is None or isinstance(v, (int, float, str))}
+
+
+def run_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    cfg: FitConfig,
+    schedule: LossSchedule,
+    sampler: EpochShardSampler,
+    train_loader: DataLoader,
+    test_loader: DataLoader,
+    class_counts: Tensor,
+    epoch: int,
+    *,
+    device: torch.device | str = "cpu",
+    reduce: Callable[[list[Tensor]], None] | None = None,
+) -> dict[str, Any]:
+    """Train and evaluate one (0-based) ``epoch``; returns the full metrics dict of it (``epoch`` 1-based).
+
+    ``reduce(tensors)`` sums tensors across workers in place (``torch.distributed.all_reduce``); with it, each
+    worker evaluates its own shard of the test set and the summable evaluation state is reduced, so every worker
+    computes the metrics of the full test set. Evaluation uses the unwrapped module: no DDP collectives, since
+    workers may hold test shards of unequal size.
+    """
+    t0 = time.perf_counter()
+    sampler.set_epoch(epoch)
+    criterion, needs_features = schedule.criterion(epoch)
+    steps = len(train_loader)
+    stats = train_one_epoch(
+        model,
+        train_loader,
+        criterion,
+        optimizer,
+        epoch=epoch,
+        needs_features=needs_features,
+        lr_fn=lambda step: lr_at(cfg, epoch, step, steps),
+        device=device,
+    )
+    acc = evaluate(getattr(model, "module", model), test_loader, len(class_counts), device=device)
+    loss_sum = torch.tensor([stats["train_loss"] * stats["samples"], stats["samples"]], dtype=torch.float64)
+    if reduce is not None:  # NCCL reduces device tensors only: move the (small) summable state there and back
+        acc, loss_sum = acc.to(device), loss_sum.to(device)
+        reduce([*acc.tensors(), loss_sum])
+        acc, loss_sum = acc.to("cpu"), loss_sum.cpu()
+    metrics = acc.compute(class_counts, many_threshold=cfg.many_threshold, few_threshold=cfg.few_threshold)
+    metrics.update(
+        epoch=epoch + 1,
+        train_loss=float(loss_sum[0] / loss_sum[1]),
+        lr=stats["lr"],
+        epoch_time_s=time.perf_counter() - t0,
+        loss_phase=schedule.phase(epoch)[0],
+        reported_at=time.time(),
+    )
+    return metrics
 
 
 def save_checkpoint(
@@ -339,28 +393,19 @@ def fit(
     train_loader = DataLoader(data.train, batch_size=cfg.batch_size, sampler=sampler, drop_last=False)
     test_loader = DataLoader(data.test, batch_size=max(cfg.batch_size, 512), shuffle=False)
     schedule = LossSchedule(cfg, data.class_counts, device)
-    steps = len(train_loader)
     end = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
     for epoch in range(start, end):
-        t0 = time.perf_counter()
-        sampler.set_epoch(epoch)
-        criterion, needs_features = schedule.criterion(epoch)
-        train_stats = train_one_epoch(
+        metrics = run_epoch(
             model,
-            train_loader,
-            criterion,
             optimizer,
-            epoch=epoch,
-            needs_features=needs_features,
-            lr_fn=lambda step, e=epoch: lr_at(cfg, e, step, steps),
+            cfg,
+            schedule,
+            sampler,
+            train_loader,
+            test_loader,
+            data.class_counts,
+            epoch,
             device=device,
-        )
-        metrics = evaluate(model, test_loader, data.num_classes, device=device).compute(
-            data.class_counts, many_threshold=cfg.many_threshold, few_threshold=cfg.few_threshold
-        )
-        metrics.update(
-            epoch=epoch + 1, train_loss=train_stats["train_loss"], lr=train_stats["lr"],
-            epoch_time_s=time.perf_counter() - t0,
         )
         history.append(scalar_metrics(metrics))
         if checkpoint_path is not None:
@@ -368,4 +413,3 @@ def fit(
         if callback is not None:
             callback(epoch + 1, metrics)
     return history
-
