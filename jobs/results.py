@@ -14,6 +14,9 @@ from typing import Any
 
 from jobs.spec import JobSpec
 
+# The key of a trial report that carries the epoch's full metrics dict as JSON (the scalars sit beside it).
+METRICS_JSON = "metrics_json"
+
 
 def is_better(value: float | None, best: float | None, mode: str) -> bool:
     """Whether ``value`` beats ``best`` under ``mode`` ("max" | "min"); None/NaN never beats, anything beats None."""
@@ -130,6 +133,12 @@ class ResultCollector:
             elif kind == "trial_finished":
                 t = self.trials[event["trial_id"]]
                 t["status"], t["error"] = event["status"], event.get("error")
+
+    def set_checkpoint(self, trial_id: str, path: str) -> None:
+        """Record where a trial's latest checkpoint lives (known only once the runner has persisted it)."""
+        with self._lock:
+            if trial_id in self.trials:
+                self.trials[trial_id]["checkpoint_path"] = path
 
     def result(self) -> dict[str, Any]:
         """The JobResult as it stands (complete once every trial has finished)."""

@@ -545,7 +545,9 @@ class TuneSpec(_Strict):
         None, ge=1, description="ASHA: epochs before a trial can be stopped (never before re-balancing starts)."
     )
     reduction_factor: int = Field(3, ge=2, le=10)
-    max_concurrent_trials: int = Field(2, ge=1, le=1000)
+    max_concurrent_trials: int | None = Field(
+        None, ge=1, le=1000, description="Default: as many trials as the cluster's CPUs and GPUs hold at once."
+    )
     seed: int | None = 0
     control: bool = Field(True, description="Add one plain cross-entropy trial with the same model and schedule.")
 
@@ -652,8 +654,10 @@ class JobSpec(_Strict):
         return JobSpec.model_validate(data, context={"max_trials": 10**9, "max_epochs": 10**9})
 
     def trial_resources(self) -> dict[str, float]:
-        """Resources of one trial: its DDP workers plus the small trial driver."""
+        """Resources of one trial: a single worker trains in the trial's process; DDP workers add a small driver."""
         s = self.scaling
+        if s.num_workers == 1:
+            return {"CPU": s.cpus_per_worker, "GPU": s.gpus}
         return {"CPU": s.num_workers * s.cpus_per_worker + TRIAL_DRIVER_CPU, "GPU": s.num_workers * s.gpus}
 
     def worker_resources(self) -> dict[str, float]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
+from jobs.results import METRICS_JSON, is_better
 from lt_core.datasets import LTData, load_dataset
 from lt_core.engine import (
     EpochShardSampler,
@@ -40,8 +42,6 @@ from lt_core.losses import LOSSES
 from lt_core.models import create_model
 
 CHECKPOINT_FILE = "checkpoint.pt"
-# Keys a report always carries besides the scalar metrics.
-METRICS_JSON = "metrics_json"
 
 
 @dataclass
@@ -55,6 +55,12 @@ class TrialContext:
     report: Callable[[dict[str, Any], str | None], None] | None = None
     resume_dir: str | None = None
     prepare_model: Callable[[nn.Module], nn.Module] | None = None
+    # When a report carries a checkpoint: with no metric, every epoch. With one, the epochs where it improved (the
+    # trial's best so far), the last epoch, and any epoch ``checkpoint_interval_s`` after the previous checkpoint,
+    # which bounds what a retry after a failure runs again.
+    checkpoint_metric: str | None = None
+    checkpoint_mode: str = "max"
+    checkpoint_interval_s: float = 60.0
 
 
 def fit_config(trial: dict[str, Any]) -> FitConfig:
@@ -74,6 +80,39 @@ def fit_config(trial: dict[str, Any]) -> FitConfig:
         reweighting_start_epoch=rw.get("start_epoch"),
         **trial["train"],
     )
+
+
+_DATASETS: dict[str, LTData] = {}
+_DATASET_CACHE_SIZE = 2
+
+
+def _dataset_key(dataset: dict[str, Any]) -> str:
+    """The cache key of a dataset spec: its parameters, plus size and mtime of every file it names."""
+    files = {}
+    for value in dataset.values():
+        if isinstance(value, str) and ("/" in value or "\\" in value):
+            try:
+                st = Path(value).stat()
+                files[value] = (st.st_size, st.st_mtime_ns)
+            except OSError:
+                files[value] = None
+    return json.dumps([dataset, files], sort_keys=True, default=str)
+
+
+def cached_dataset(dataset: dict[str, Any]) -> LTData:
+    """``load_dataset`` with a small per-process cache, so the trials a reused worker runs load the data once.
+
+    Loaders are deterministic functions of their parameters (and of the files they read: a changed file is a new
+    key). The cached ``LTData`` is shared read-only: trials index it and never write to it.
+    """
+    key = _dataset_key(dataset)
+    data = _DATASETS.pop(key, None)
+    if data is None:
+        data = load_dataset(dataset["name"], **{k: v for k, v in dataset.items() if k != "name"})
+    _DATASETS[key] = data  # most recently used last
+    while len(_DATASETS) > _DATASET_CACHE_SIZE:
+        _DATASETS.pop(next(iter(_DATASETS)))
+    return data
 
 
 def global_class_counts(data: LTData, rank: int, world_size: int) -> Tensor:
@@ -96,8 +135,7 @@ def run_trial(trial: dict[str, Any], dataset: dict[str, Any], ctx: TrialContext 
     ctx = ctx or TrialContext()
     cfg = fit_config(trial)
     seed_everything(cfg.seed)
-    params = {k: v for k, v in dataset.items() if k != "name"}
-    data = load_dataset(dataset["name"], **params)
+    data = cached_dataset(dataset)
     if LOSSES[cfg.loss].needs_class_counts or cfg.reweighting != "none":
         data.require_all_classes()
 
@@ -120,6 +158,7 @@ def run_trial(trial: dict[str, Any], dataset: dict[str, Any], ctx: TrialContext 
     test_loader = DataLoader(test_shard, batch_size=max(cfg.batch_size, 512))
     schedule = LossSchedule(cfg, counts, ctx.device)
     reduce = (lambda tensors: _all_reduce(tensors, ctx.world_size)) if ctx.world_size > 1 else None
+    policy = CheckpointPolicy(ctx, history)
 
     for epoch in range(start, cfg.epochs):
         metrics = run_epoch(
@@ -139,13 +178,45 @@ def run_trial(trial: dict[str, Any], dataset: dict[str, Any], ctx: TrialContext 
         report = report_payload(metrics)
         if ctx.report is None:
             continue
-        if ctx.rank == 0:
+        if not policy.due(metrics, last=epoch + 1 == cfg.epochs):
+            ctx.report(report, None)
+        elif ctx.rank == 0:
             with tempfile.TemporaryDirectory() as tmp:
                 save_checkpoint(Path(tmp) / CHECKPOINT_FILE, model, optimizer, epoch + 1, history)
                 ctx.report(report, tmp)  # [ray 2] report with a checkpoint
         else:
             ctx.report(report, None)
     return history
+
+
+class CheckpointPolicy:
+    """Which epochs write a checkpoint (see ``TrialContext``): the same answer on every rank, from the same metrics.
+
+    Writing one costs a ``torch.save`` and a copy into Ray's storage; on small data that is as long as the epoch.
+    """
+
+    def __init__(self, ctx: TrialContext, history: list[dict[str, Any]]) -> None:
+        self.metric, self.mode, self.interval_s = ctx.checkpoint_metric, ctx.checkpoint_mode, ctx.checkpoint_interval_s
+        self.best: float | None = None
+        for h in history:  # resumed: the best so far is in the checkpoint's history
+            self._improved(h)
+        self.last_write = time.monotonic()
+
+    def _improved(self, metrics: dict[str, Any]) -> bool:
+        value = metrics.get(self.metric) if self.metric else None
+        if is_better(value, self.best, self.mode):
+            self.best = value
+            return True
+        return False
+
+    def due(self, metrics: dict[str, Any], *, last: bool) -> bool:
+        """Whether this epoch's report carries a checkpoint."""
+        improved = self._improved(metrics)
+        now = time.monotonic()
+        if self.metric is None or improved or last or now - self.last_write >= self.interval_s:
+            self.last_write = now
+            return True
+        return False
 
 
 def report_payload(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -155,14 +226,54 @@ def report_payload(metrics: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def checkpoint_options(config: dict[str, Any]) -> dict[str, Any]:
+    """The ``TrialContext`` checkpoint fields from a trial config's optional ``checkpoint`` section."""
+    options = config.get("checkpoint") or {}
+    return {f"checkpoint_{k}": v for k, v in options.items() if k in ("metric", "mode", "interval_s")}
+
+
+def _torch_threads(config: dict[str, Any]) -> None:
+    if config.get("threads"):
+        torch.set_num_threads(int(config["threads"]))  # one intra-op thread per CPU the worker was given
+
+
+def trial_in_process(config: dict[str, Any]) -> None:
+    """A single-worker trial in the Ray Tune trial's own process: no Train controller, no worker group.
+
+    Tune reuses the process for the next trial (``reuse_actors``), so torch is imported and the dataset loaded
+    (``cached_dataset``) once per process, not once per trial. It reports with ``ray.tune.report`` and resumes from
+    ``ray.tune.get_checkpoint()`` when Tune retries it after a failure.
+    """
+    import ray
+    import ray.tune
+
+    _torch_threads(config)
+    gpu_ids = ray.get_gpu_ids()  # Ray sets CUDA_VISIBLE_DEVICES to the GPU (or GPU share) of this trial
+    device = torch.device("cuda", 0) if gpu_ids and torch.cuda.is_available() else torch.device("cpu")
+    checkpoint = ray.tune.get_checkpoint()  # [ray 3] set when Tune retries the trial
+
+    def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        ckpt = ray.tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        ray.tune.report(metrics, checkpoint=ckpt)  # [ray 4]
+
+    def run(resume_dir: str | None) -> None:
+        ctx = TrialContext(device=device, report=report, resume_dir=resume_dir, **checkpoint_options(config))
+        run_trial(config["trial"], config["dataset"], ctx)
+
+    if checkpoint is None:
+        run(None)
+    else:
+        with checkpoint.as_directory() as path:
+            run(path)
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train entry point (one call per DDP worker)."""
     import ray.train
     import ray.train.torch
 
     context = ray.train.get_context()
-    if config.get("threads"):
-        torch.set_num_threads(int(config["threads"]))  # one intra-op thread per CPU the worker was given
+    _torch_threads(config)
     checkpoint = ray.train.get_checkpoint()  # [ray 3] set after a worker failure
 
     def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
@@ -177,6 +288,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             report=report,
             resume_dir=resume_dir,
             prepare_model=ray.train.torch.prepare_model,  # [ray 6]
+            **checkpoint_options(config),
         )
         run_trial(config["trial"], config["dataset"], ctx)
 

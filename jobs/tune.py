@@ -25,12 +25,13 @@ import math
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from jobs.results import ResultCollector
+from jobs.results import METRICS_JSON, ResultCollector
 from jobs.spec import (
     TRIAL_DRIVER_CPU,
     Choice,
@@ -42,7 +43,6 @@ from jobs.spec import (
     Uniform,
     is_domain,
 )
-from jobs.train import METRICS_JSON
 
 logger = logging.getLogger(__name__)
 
@@ -243,7 +243,19 @@ def dataset_meta(spec: JobSpec) -> dict[str, Any]:
 # Ray
 # --------------------------------------------------------------------------------------------------------------
 def _trial_driver(config: dict[str, Any], job: dict[str, Any]) -> None:
-    """One Tune trial: build and fit a TorchTrainer (Train V2 + Tune)."""
+    """One Tune trial: in this process for one worker, else a ``TorchTrainer`` (Train V2 + Tune) for DDP."""
+    train_config = {
+        "trial": config["trial"],
+        "dataset": job["dataset"],
+        "threads": max(1, int(job["scaling"]["cpus_per_worker"])),
+        "checkpoint": job["checkpoint"],
+    }
+    if job["in_process"]:
+        from jobs.train import trial_in_process
+
+        trial_in_process(train_config)
+        return
+
     import ray.train
     import ray.tune
     from ray.train.torch import TorchTrainer
@@ -257,11 +269,7 @@ def _trial_driver(config: dict[str, Any], job: dict[str, Any]) -> None:
     trial_name = ray.tune.get_context().get_trial_name()
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={
-            "trial": config["trial"],
-            "dataset": job["dataset"],
-            "threads": max(1, int(scaling["cpus_per_worker"])),
-        },
+        train_loop_config=train_config,
         scaling_config=ray.train.ScalingConfig(
             num_workers=scaling["num_workers"], use_gpu=scaling["use_gpu"], resources_per_worker=resources
         ),
@@ -270,12 +278,42 @@ def _trial_driver(config: dict[str, Any], job: dict[str, Any]) -> None:
             storage_path=job["storage_path"],
             callbacks=[TuneReportCallback()],
             failure_config=ray.train.FailureConfig(max_failures=scaling["max_failures"], controller_failure_limit=2),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+            checkpoint_config=ray.train.CheckpointConfig(**_keep_checkpoints(job)),
         ),
     )
     result = trainer.fit()
     if result.error is not None:
         raise result.error
+
+
+def _keep_checkpoints(job: dict[str, Any]) -> dict[str, Any]:
+    """Keep two checkpoints per trial: the best by the job's metric and the latest (Ray always keeps the latest)."""
+    return {
+        "num_to_keep": 2,
+        "checkpoint_score_attribute": job["checkpoint"]["metric"],
+        "checkpoint_score_order": job["checkpoint"]["mode"],
+    }
+
+
+def trial_placement(spec: JobSpec) -> dict[str, float]:
+    """What Tune reserves for one trial.
+
+    A single-worker trial trains in the trial's own process, which holds the worker's CPUs and GPUs. A DDP trial's
+    process only drives a ``TorchTrainer`` (``TRIAL_DRIVER_CPU``); its workers reserve their own resources.
+    """
+    s = spec.scaling
+    if s.num_workers == 1:
+        return {"CPU": s.cpus_per_worker} | ({"GPU": s.gpus} if s.gpus else {})
+    return {"CPU": TRIAL_DRIVER_CPU}
+
+
+def concurrent_trials(spec: JobSpec, cluster: dict[str, float]) -> int:
+    """How many trials run at once: the spec's ``max_concurrent_trials``, or as many as the cluster holds."""
+    if spec.tune.max_concurrent_trials is not None:
+        return spec.tune.max_concurrent_trials
+    need = spec.trial_resources()
+    fits = [int(cluster.get(k, 0.0) // v + 1e-9) for k, v in need.items() if v > 0]
+    return max(1, min([*fits, spec.trial_count()]))
 
 
 def _make_callback(collector: ResultCollector, emit: EventSink, epochs: int):
@@ -321,6 +359,10 @@ def _make_callback(collector: ResultCollector, emit: EventSink, epochs: int):
                     }
                 )
 
+            def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+                # In-process trials: Tune persists a reported checkpoint after on_trial_result has run.
+                self.collector.set_checkpoint(trial.trial_id, checkpoint.path)
+
             def on_trial_complete(self, iteration, trials, trial, **info):
                 done = self.collector.trials.get(trial.trial_id, {}).get("history", [])
                 last = done[-1]["epoch"] if done else 0
@@ -351,6 +393,32 @@ def _make_callback(collector: ResultCollector, emit: EventSink, epochs: int):
 
 # Defined on first use (it subclasses a Ray class, and this module must import without Ray).
 _EventCallback = None
+_FailedFutureStopper = None
+
+
+def _make_stopper(future: Future):
+    """A Tune stopper that ends the search as soon as ``future`` (the dataset's loading) has failed."""
+    from ray.tune import Stopper
+
+    global _FailedFutureStopper
+    if _FailedFutureStopper is None:
+
+        class FailedFutureStopper(Stopper):
+            def __init__(self, future: Future) -> None:
+                self.future = future
+
+            def __getstate__(self) -> dict:  # Tune saves its stopper with the experiment; a future stays out of it
+                return {"future": None}
+
+            def __call__(self, trial_id: str, result: dict) -> bool:
+                return False
+
+            def stop_all(self) -> bool:
+                return self.future is not None and self.future.done() and self.future.exception() is not None
+
+        FailedFutureStopper.__qualname__ = FailedFutureStopper.__name__ = "_FailedFutureStopper"
+        _FailedFutureStopper = FailedFutureStopper
+    return _FailedFutureStopper(future)
 
 
 def _short_error(text: str, limit: int = 2000) -> str:
@@ -403,7 +471,12 @@ def run_job(
     if not ray.is_initialized():
         ray.init(address=ray_address, log_to_driver=False, configure_logging=False)
 
-    collector = ResultCollector(spec, dataset_meta(spec))
+    # The dataset's description (fingerprint, class names and counts) is only needed for the final result: load it
+    # in a thread while Tune starts the first trials, which load the data in their own processes at the same time.
+    meta_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dataset-meta")
+    meta_future = meta_pool.submit(dataset_meta, spec)
+    meta_pool.shutdown(wait=False)
+    collector = ResultCollector(spec)
 
     def emit(event: dict[str, Any]) -> None:
         event.setdefault("time", time.time())
@@ -415,13 +488,20 @@ def run_job(
                 logger.exception("on_event failed for %s", event.get("type"))
 
     name = experiment_name or f"{spec.name.replace(' ', '_')}-{int(time.time())}"
+    in_process = spec.scaling.num_workers == 1
     job = {
         "dataset": spec.dataset.model_dump(),
         "scaling": spec.scaling.model_dump() | {"gpus": spec.scaling.gpus},
         "storage_path": storage,
         "experiment": name,
+        "in_process": in_process,
+        "checkpoint": {
+            "metric": spec.tune.metric,
+            "mode": spec.tune.resolved_mode,
+            "interval_s": float(os.environ.get("LONGTAIL_CHECKPOINT_INTERVAL_S", "60")),
+        },
     }
-    trainable = tune.with_resources(tune.with_parameters(_trial_driver, job=job), {"CPU": TRIAL_DRIVER_CPU})
+    trainable = tune.with_resources(tune.with_parameters(_trial_driver, job=job), trial_placement(spec))
     if spec.tune.search == "tpe":
         from optuna.samplers import TPESampler
         from ray.tune.search.optuna import OptunaSearch
@@ -446,8 +526,10 @@ def run_job(
             metric=spec.tune.metric,
             mode=spec.tune.resolved_mode,
             num_samples=num_samples,
-            max_concurrent_trials=spec.tune.max_concurrent_trials,
+            max_concurrent_trials=concurrent_trials(spec, ray.cluster_resources()),
             scheduler=_make_scheduler(spec),
+            # A finished trial's process runs the next trial: torch stays imported and the dataset cached in it.
+            reuse_actors=in_process,
             search_alg=search_alg,
             trial_name_creator=lambda t: f"trial_{t.trial_id}",
             trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
@@ -456,9 +538,13 @@ def run_job(
             name=name,
             storage_path=storage,
             callbacks=[_make_callback(collector, emit, spec.train.epochs)],
-            failure_config=tune.FailureConfig(max_failures=0),
+            stop=_make_stopper(meta_future),
+            # In-process trials are retried by Tune from their last checkpoint; DDP trials by Ray Train.
+            failure_config=tune.FailureConfig(max_failures=spec.scaling.max_failures if in_process else 0),
+            checkpoint_config=tune.CheckpointConfig(**_keep_checkpoints(job)),
             verbose=0,
         ),
     )
     tuner.fit()
+    collector.dataset = meta_future.result()  # a dataset that cannot be loaded fails the job here
     return collector.result()

@@ -211,3 +211,138 @@ def test_a_failed_worker_is_retried_from_the_last_checkpoint(ray_session, tmp_pa
         state = torch.load(f"{path}/checkpoint.pt", weights_only=False)
     # one history entry per epoch, carried over from the checkpoint
     assert [h["epoch"] for h in state["history"]] == [1, 2, 3]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The in-process trial path (one worker: no Train controller, no worker group) and what makes trials cheap
+# ---------------------------------------------------------------------------------------------------------------
+def test_checkpoint_policy_writes_on_improvement_at_the_end_and_after_the_interval():
+    from jobs.train import CheckpointPolicy
+
+    ctx = TrialContext(checkpoint_metric="balanced_accuracy", checkpoint_mode="max", checkpoint_interval_s=3600)
+    policy = CheckpointPolicy(ctx, [])
+    values = [0.5, 0.4, 0.6, 0.6, 0.55]
+    due = [policy.due({"balanced_accuracy": v}, last=i == len(values) - 1) for i, v in enumerate(values)]
+    assert due == [True, False, True, False, True]  # better, worse, better, a tie, the last epoch
+
+    minimised = CheckpointPolicy(TrialContext(checkpoint_metric="nll", checkpoint_mode="min"), [{"nll": 1.0}])
+    assert not minimised.due({"nll": 1.5}, last=False) and minimised.due({"nll": 0.9}, last=False)
+
+    always = CheckpointPolicy(TrialContext(), [])  # no metric: every epoch, as plain run_trial callers expect
+    assert all(always.due({"balanced_accuracy": 0.1}, last=False) for _ in range(3))
+
+    timed = CheckpointPolicy(TrialContext(checkpoint_metric="balanced_accuracy", checkpoint_interval_s=0.0), [])
+    assert timed.due({"balanced_accuracy": 0.5}, last=False) and timed.due({"balanced_accuracy": 0.1}, last=False)
+
+
+def test_cached_dataset_loads_once_per_process_and_reloads_a_changed_file(tmp_path):
+    import numpy as np
+
+    from jobs.train import cached_dataset
+
+    a = cached_dataset(DIGITS)
+    assert cached_dataset(dict(DIGITS)) is a  # same parameters: the same object, not a reload
+    assert cached_dataset(DIGITS | {"seed": 1}) is not a
+
+    path = tmp_path / "d.npz"
+    rng = np.random.default_rng(0)
+
+    def write(n: int) -> None:
+        y = np.repeat(np.arange(3), [n, 4, 2])
+        np.savez(path, x_train=rng.normal(size=(len(y), 5)).astype(np.float32), y_train=y,
+                 x_test=rng.normal(size=(6, 5)).astype(np.float32), y_test=np.repeat(np.arange(3), 2))
+
+    write(8)
+    first = cached_dataset({"name": "npz", "path": str(path)})
+    assert cached_dataset({"name": "npz", "path": str(path)}) is first
+    write(9)  # a changed file (size and mtime) is a new key
+    second = cached_dataset({"name": "npz", "path": str(path)})
+    assert second is not first and int(second.class_counts[0]) == 9
+
+
+def test_concurrent_trials_follow_the_cluster_unless_the_spec_sets_them():
+    from jobs.tune import concurrent_trials, trial_placement
+
+    spec = tiny_spec(tune={"num_samples": 4})  # 9 trials of one worker, 0.99 CPU each
+    assert spec.tune.max_concurrent_trials is None
+    assert trial_placement(spec) == {"CPU": 0.99}  # the trial's own process holds the worker's CPU
+    assert concurrent_trials(spec, {"CPU": 2.0}) == 2
+    assert concurrent_trials(spec, {"CPU": 64.0}) == spec.trial_count() == 9
+    assert concurrent_trials(spec, {"CPU": 0.5}) == 1
+    gpu = tiny_spec(
+        scaling={"num_workers": 1, "cpus_per_worker": 1, "use_gpu": True, "gpus_per_worker": 0.25},
+        tune={"num_samples": 1},
+    )
+    assert trial_placement(gpu) == {"CPU": 1, "GPU": 0.25}
+    assert concurrent_trials(gpu, {"CPU": 16.0, "GPU": 1.0}) == 3  # 4 fit the GPU; 3 trials in all
+    ddp = tiny_spec(scaling={"num_workers": 2, "cpus_per_worker": 1}, tune={"num_samples": 1})
+    assert trial_placement(ddp) == {"CPU": 0.01}  # DDP workers reserve their own resources
+    assert concurrent_trials(ddp, {"CPU": 4.0}) == 1  # 2.01 CPUs per trial
+    assert concurrent_trials(tiny_spec(tune={"max_concurrent_trials": 5}), {"CPU": 2.0}) == 5
+
+
+def _flaky_in_process(config):
+    """The real in-process trial, made to crash after its first report on the first attempt only."""
+    from pathlib import Path
+
+    import ray.tune
+    import torch
+
+    from jobs.train import trial_in_process
+
+    marker = Path(config["marker"])
+    checkpoint = ray.tune.get_checkpoint()
+    if checkpoint is None:
+        (marker.parent / "attempt-fresh").touch()
+    else:
+        with checkpoint.as_directory() as path:
+            epoch = torch.load(f"{path}/checkpoint.pt", weights_only=False)["epoch"]
+        (marker.parent / f"attempt-resumed-at-{epoch}").touch()
+    real_report = ray.tune.report
+    if not marker.exists():
+
+        def report_then_crash(metrics, checkpoint=None):
+            real_report(metrics, checkpoint=checkpoint)
+            marker.touch()
+            raise RuntimeError("injected trial failure")
+
+        ray.tune.report = report_then_crash
+    try:
+        trial_in_process(config)
+    finally:
+        ray.tune.report = real_report
+
+
+@pytest.mark.ray
+def test_a_failed_in_process_trial_is_retried_from_its_last_checkpoint(ray_session, tmp_path):
+    import sys
+
+    import ray.cloudpickle
+    from ray import tune
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    trial = plan_trials(tiny_spec(train={"epochs": 3, "batch_size": 64, "lr": 0.1}))[1]
+    config = {
+        "trial": trial,
+        "dataset": DIGITS,
+        "marker": str(tmp_path / "crashed"),
+        "checkpoint": {"metric": "balanced_accuracy", "mode": "max", "interval_s": 3600.0},
+    }
+    tuner = tune.Tuner(
+        tune.with_resources(_flaky_in_process, {"CPU": 0.99}),
+        param_space=config,
+        run_config=tune.RunConfig(
+            name="flaky-in-process",
+            storage_path=str(tmp_path / "ray"),
+            failure_config=tune.FailureConfig(max_failures=1),
+        ),
+    )
+    result = tuner.fit()[0]
+    assert result.error is None
+    assert (tmp_path / "crashed").exists()  # the first attempt did fail
+    assert (tmp_path / "attempt-fresh").exists()
+    assert (tmp_path / "attempt-resumed-at-1").exists()  # the retry got epoch 1's checkpoint
+    assert json.loads(result.metrics[METRICS_JSON])["epoch"] == 3
+    with result.checkpoint.as_directory() as path:
+        state = torch.load(f"{path}/checkpoint.pt", weights_only=False)
+    assert [h["epoch"] for h in state["history"]] == [1, 2, 3]  # one entry per epoch, carried over
