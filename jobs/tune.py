@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import os
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -287,22 +288,26 @@ def _trial_driver(config: dict[str, Any], job: dict[str, Any]) -> None:
 
 
 def _keep_checkpoints(job: dict[str, Any]) -> dict[str, Any]:
-    """Keep two checkpoints per trial: the best by the job's metric and the latest (Ray always keeps the latest)."""
+    """Per trial, the best checkpoint by the job's metric and the latest (Ray never deletes the latest, which a retry
+    resumes from). ``LONGTAIL_KEEP_CHECKPOINTS=all`` keeps every checkpoint written."""
+    if os.environ.get("LONGTAIL_KEEP_CHECKPOINTS", "selected+last") == "all":
+        return {}
     return {
-        "num_to_keep": 2,
+        "num_to_keep": 1,
         "checkpoint_score_attribute": job["checkpoint"]["metric"],
         "checkpoint_score_order": job["checkpoint"]["mode"],
     }
 
 
-def trial_placement(spec: JobSpec) -> dict[str, float]:
+def trial_placement(spec: JobSpec, in_process: bool | None = None) -> dict[str, float]:
     """What Tune reserves for one trial.
 
-    A single-worker trial trains in the trial's own process, which holds the worker's CPUs and GPUs. A DDP trial's
-    process only drives a ``TorchTrainer`` (``TRIAL_DRIVER_CPU``); its workers reserve their own resources.
+    A single-worker trial trains in the trial's own process (``in_process``, the default for one worker), which
+    holds the worker's CPUs and GPUs. A DDP trial's process only drives a ``TorchTrainer`` (``TRIAL_DRIVER_CPU``);
+    its workers reserve their own resources.
     """
     s = spec.scaling
-    if s.num_workers == 1:
+    if s.num_workers == 1 if in_process is None else in_process:
         return {"CPU": s.cpus_per_worker} | ({"GPU": s.gpus} if s.gpus else {})
     return {"CPU": TRIAL_DRIVER_CPU}
 
@@ -312,11 +317,41 @@ def concurrent_trials(spec: JobSpec, cluster: dict[str, float]) -> int:
     if spec.tune.max_concurrent_trials is not None:
         return spec.tune.max_concurrent_trials
     need = spec.trial_resources()
-    fits = [int(cluster.get(k, 0.0) // v + 1e-9) for k, v in need.items() if v > 0]
+    fits = [math.floor(cluster.get(k, 0.0) / v + 1e-9) for k, v in need.items() if v > 0]
     return max(1, min([*fits, spec.trial_count()]))
 
 
-def _make_callback(collector: ResultCollector, emit: EventSink, epochs: int):
+class DeferredDatasetMeta:
+    """``dataset_meta`` of the job's dataset, loaded in a thread of the driver once the first trial reported or failed.
+
+    Only the final result needs it. Loading it earlier would compete for the CPUs with the first trials, which load
+    the data in their own processes; a trial's failure starts it at once, so a dataset that cannot be loaded stops
+    the search (``_make_stopper``) after the first failure instead of failing every trial.
+    """
+
+    def __init__(self, spec: JobSpec) -> None:
+        self.spec = spec
+        self.future: Future | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        with self._lock:
+            if self.future is None:
+                pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dataset-meta")
+                self.future = pool.submit(dataset_meta, self.spec)
+                pool.shutdown(wait=False)
+
+    def failed(self) -> bool:
+        future = self.future
+        return future is not None and future.done() and future.exception() is not None
+
+    def result(self) -> dict[str, Any]:
+        self.start()
+        assert self.future is not None
+        return self.future.result()
+
+
+def _make_callback(collector: ResultCollector, emit: EventSink, epochs: int, meta: DeferredDatasetMeta):
     from ray.tune import Callback
 
     global _EventCallback
@@ -325,8 +360,10 @@ def _make_callback(collector: ResultCollector, emit: EventSink, epochs: int):
         class EventCallback(Callback):
             """Turns Tune's trial life-cycle into job events (runs in the job driver process)."""
 
-            def __init__(self, collector: ResultCollector, emit: EventSink, epochs: int) -> None:
-                self.collector, self.emit, self.epochs = collector, emit, epochs
+            def __init__(
+                self, collector: ResultCollector, emit: EventSink, epochs: int, meta: DeferredDatasetMeta
+            ) -> None:
+                self.collector, self.emit, self.epochs, self.meta = collector, emit, epochs, meta
 
             # The Tuner pickles its callbacks for Tuner.restore; the sink (HTTP clients, locks) stays out of that.
             def __getstate__(self) -> dict:
@@ -346,6 +383,7 @@ def _make_callback(collector: ResultCollector, emit: EventSink, epochs: int):
                 )
 
             def on_trial_result(self, iteration, trials, trial, result, **info):
+                self.meta.start()
                 if METRICS_JSON not in result:
                     return
                 metrics = json.loads(result[METRICS_JSON])
@@ -376,49 +414,62 @@ def _make_callback(collector: ResultCollector, emit: EventSink, epochs: int):
                 )
 
             def on_trial_error(self, iteration, trials, trial, **info):
-                error = trial.get_error()
+                self.meta.start()
                 self.emit(
                     {
                         "type": "trial_finished",
                         "trial_id": trial.trial_id,
                         "status": "failed",
-                        "error": _short_error(str(error) if error else "trial failed"),
+                        "error": _short_error(_trial_error(trial)),
                     }
                 )
 
         EventCallback.__qualname__ = EventCallback.__name__ = "_EventCallback"
         _EventCallback = EventCallback
-    return _EventCallback(collector, emit, epochs)
+    return _EventCallback(collector, emit, epochs, meta)
 
 
 # Defined on first use (it subclasses a Ray class, and this module must import without Ray).
 _EventCallback = None
-_FailedFutureStopper = None
+_DatasetStopper = None
 
 
-def _make_stopper(future: Future):
-    """A Tune stopper that ends the search as soon as ``future`` (the dataset's loading) has failed."""
+def _make_stopper(meta: DeferredDatasetMeta):
+    """A Tune stopper that ends the search as soon as the dataset's description failed to load."""
     from ray.tune import Stopper
 
-    global _FailedFutureStopper
-    if _FailedFutureStopper is None:
+    global _DatasetStopper
+    if _DatasetStopper is None:
 
-        class FailedFutureStopper(Stopper):
-            def __init__(self, future: Future) -> None:
-                self.future = future
+        class DatasetStopper(Stopper):
+            def __init__(self, meta: DeferredDatasetMeta) -> None:
+                self.meta = meta
 
-            def __getstate__(self) -> dict:  # Tune saves its stopper with the experiment; a future stays out of it
-                return {"future": None}
+            def __getstate__(self) -> dict:  # Tune saves its stopper with the experiment; the thread stays out of it
+                return {"meta": None}
 
             def __call__(self, trial_id: str, result: dict) -> bool:
                 return False
 
             def stop_all(self) -> bool:
-                return self.future is not None and self.future.done() and self.future.exception() is not None
+                return self.meta is not None and self.meta.failed()
 
-        FailedFutureStopper.__qualname__ = FailedFutureStopper.__name__ = "_FailedFutureStopper"
-        _FailedFutureStopper = FailedFutureStopper
-    return _FailedFutureStopper(future)
+        DatasetStopper.__qualname__ = DatasetStopper.__name__ = "_DatasetStopper"
+        _DatasetStopper = DatasetStopper
+    return _DatasetStopper(meta)
+
+
+def _trial_error(trial: Any) -> str:
+    """The failed trial's error text. Tune writes it to the trial's local folder first and copies it to the storage
+    path later, where ``Trial.get_error`` looks, so read the local file when the copy is not there yet."""
+    error = trial.get_error()
+    if error is not None:
+        return str(error)
+    path = trial.error_file
+    if path and os.path.exists(path):
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    return "trial failed"
 
 
 def _short_error(text: str, limit: int = 2000) -> str:
@@ -455,12 +506,17 @@ def run_job(
     on_event: EventSink | None = None,
     ray_address: str | None = None,
     experiment_name: str | None = None,
+    in_process: bool | None = None,
 ) -> dict[str, Any]:
     """Run the job's search on Ray and return the JobResult (see docs/ARCHITECTURE.md).
 
     Connects to ``ray_address`` (or ``RAY_ADDRESS``, or starts a local Ray) when Ray is not initialised yet.
     ``on_event`` receives trial started / epoch / trial finished events as they happen, from Tune's driver
     thread; it must not raise (errors are logged and ignored so a sink can never stop a search).
+
+    Single-worker trials train in the Tune trial's own process (``in_process``, the default when
+    ``scaling.num_workers`` is 1); ``in_process=False`` runs them as one-worker ``TorchTrainer`` runs instead, as
+    DDP trials always run (the benchmark compares the two).
     """
     import ray
     from ray import tune
@@ -471,11 +527,7 @@ def run_job(
     if not ray.is_initialized():
         ray.init(address=ray_address, log_to_driver=False, configure_logging=False)
 
-    # The dataset's description (fingerprint, class names and counts) is only needed for the final result: load it
-    # in a thread while Tune starts the first trials, which load the data in their own processes at the same time.
-    meta_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dataset-meta")
-    meta_future = meta_pool.submit(dataset_meta, spec)
-    meta_pool.shutdown(wait=False)
+    meta = DeferredDatasetMeta(spec)
     collector = ResultCollector(spec)
 
     def emit(event: dict[str, Any]) -> None:
@@ -488,7 +540,10 @@ def run_job(
                 logger.exception("on_event failed for %s", event.get("type"))
 
     name = experiment_name or f"{spec.name.replace(' ', '_')}-{int(time.time())}"
-    in_process = spec.scaling.num_workers == 1
+    if in_process is None:
+        in_process = spec.scaling.num_workers == 1
+    elif in_process and spec.scaling.num_workers > 1:
+        raise ValueError("in_process trials have one worker; scaling.num_workers > 1 runs a TorchTrainer")
     job = {
         "dataset": spec.dataset.model_dump(),
         "scaling": spec.scaling.model_dump() | {"gpus": spec.scaling.gpus},
@@ -501,7 +556,7 @@ def run_job(
             "interval_s": float(os.environ.get("LONGTAIL_CHECKPOINT_INTERVAL_S", "60")),
         },
     }
-    trainable = tune.with_resources(tune.with_parameters(_trial_driver, job=job), trial_placement(spec))
+    trainable = tune.with_resources(tune.with_parameters(_trial_driver, job=job), trial_placement(spec, in_process))
     if spec.tune.search == "tpe":
         from optuna.samplers import TPESampler
         from ray.tune.search.optuna import OptunaSearch
@@ -537,8 +592,8 @@ def run_job(
         run_config=tune.RunConfig(
             name=name,
             storage_path=storage,
-            callbacks=[_make_callback(collector, emit, spec.train.epochs)],
-            stop=_make_stopper(meta_future),
+            callbacks=[_make_callback(collector, emit, spec.train.epochs, meta)],
+            stop=_make_stopper(meta),
             # In-process trials are retried by Tune from their last checkpoint; DDP trials by Ray Train.
             failure_config=tune.FailureConfig(max_failures=spec.scaling.max_failures if in_process else 0),
             checkpoint_config=tune.CheckpointConfig(**_keep_checkpoints(job)),
@@ -546,5 +601,5 @@ def run_job(
         ),
     )
     tuner.fit()
-    collector.dataset = meta_future.result()  # a dataset that cannot be loaded fails the job here
+    collector.dataset = meta.result()  # a dataset that cannot be loaded fails the job here
     return collector.result()

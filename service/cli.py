@@ -71,13 +71,12 @@ DEMO_SPEC: dict[str, Any] = {
         "warmup_epochs": 1,
         "seed": 0,
     },
-    "scaling": {"num_workers": 1, "use_gpu": False, "cpus_per_worker": 0.99},
+    "scaling": {"num_workers": 1, "use_gpu": False, "cpus_per_worker": 1},
     "tune": {
         "num_samples": 1,
         "metric": "balanced_accuracy",
         "search": "random",
         "scheduler": "fifo",
-        "max_concurrent_trials": 2,
         "seed": 0,
         "control": True,
     },
@@ -90,7 +89,7 @@ QUICK_LOSSES = ("focal", "ldam-drw", "balanced_softmax", "logit_adjusted")
 def quick_demo_spec() -> dict[str, Any]:
     """The CI-sized demo: four of the losses, one trial each (grid axes cut to their first value), 6 epochs.
 
-    5 trials (with the control) two at a time: about two minutes on 2 cores, most of it Ray starting trials.
+    5 trials (with the control), as many at a time as the CPUs hold.
     """
     spec = copy.deepcopy(DEMO_SPEC)
     spec["name"] = "digits-demo-quick"

@@ -54,9 +54,9 @@ def test_digits_demo_compares_all_losses():
     assert isinstance(ib.alpha, LogUniform) and ib.start_epoch != 0
     # A small search on several branches, and two 1-CPU trials fit on 2 cores.
     assert sum(1 for _ in spec.iter_domains()) >= 3
-    assert spec.scaling.cpus_per_worker == 0.99
+    assert spec.scaling.cpus_per_worker == 1
     assert spec.trial_resources()["CPU"] <= 1.0
-    assert spec.tune.max_concurrent_trials == 2
+    assert spec.tune.max_concurrent_trials is None  # as many trials at once as the cluster holds
     assert spec.tune.control
 
 

@@ -346,3 +346,16 @@ def test_a_failed_in_process_trial_is_retried_from_its_last_checkpoint(ray_sessi
     with result.checkpoint.as_directory() as path:
         state = torch.load(f"{path}/checkpoint.pt", weights_only=False)
     assert [h["epoch"] for h in state["history"]] == [1, 2, 3]  # one entry per epoch, carried over
+
+
+@pytest.mark.ray
+def test_a_dataset_that_cannot_be_loaded_stops_the_search_and_fails_the_job(ray_session, tmp_path):
+    spec = tiny_spec(dataset={"name": "npz", "path": str(tmp_path / "missing.npz")}, tune={"num_samples": 3})
+    assert spec.trial_count() == 7
+    events = []
+    with pytest.raises(Exception, match="missing.npz"):
+        run_job(spec, storage_path=tmp_path / "ray", on_event=events.append)
+    started = [e for e in events if e["type"] == "trial_started"]
+    failed = [e for e in events if e["type"] == "trial_finished" and e["status"] == "failed"]
+    assert failed and "missing.npz" in failed[0]["error"]
+    assert len(started) < spec.trial_count()  # the first failure stopped the search; the rest never started
