@@ -522,6 +522,10 @@ def run_job(
     from ray import tune
 
     spec = spec if isinstance(spec, JobSpec) else JobSpec.model_validate(spec)
+    # The job's results travel as events; Tune's own per-result JSON/CSV/TensorBoard loggers would only add work
+    # to every report (and import tensorboardX). Without them, Tune's result grid warns that it finds no metrics.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     storage = str(Path(storage_path).expanduser().resolve())
     Path(storage).mkdir(parents=True, exist_ok=True)
     if not ray.is_initialized():
