@@ -235,6 +235,10 @@ def _item_transform(dataset: Any) -> Any:
     return getattr(dataset, "transform", None)
 
 
+def _usable_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def loader_options(dataset: Any, device: torch.device | str, *, num_workers: int | None = None) -> dict[str, Any]:
     """``DataLoader`` keyword arguments for ``dataset`` feeding ``device``.
 
@@ -242,7 +246,8 @@ def loader_options(dataset: Any, device: torch.device | str, *, num_workers: int
       pageable memory it is synchronous).
     - On CUDA, a dataset that does work per item (it has a ``transform``, e.g. CIFAR's crop and flip, about 5 ms per
       batch of 128 in the main process) gets up to ``CUDA_LOADER_WORKERS`` persistent worker processes, leaving one
-      CPU of this process's share to the training loop, so batches are prepared while the GPU steps.
+      CPU of this process's share to the training loop, so batches are prepared while the GPU steps. The share is
+      torch's thread count (a Ray trial sets it to ``cpus_per_worker``): raise that to feed the loader.
     - Otherwise no worker processes: an in-memory dataset without a transform yields views of one tensor, and
       sending them between processes costs more than producing them; on the CPU the workers would also take cores
       from the training step itself.
@@ -253,7 +258,7 @@ def loader_options(dataset: Any, device: torch.device | str, *, num_workers: int
     """
     device = torch.device(device)
     if num_workers is None:
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cpus = min(_usable_cpus(), torch.get_num_threads())  # a Ray worker's threads = its cpus_per_worker
         wants_workers = device.type == "cuda" and _item_transform(dataset) is not None
         num_workers = min(CUDA_LOADER_WORKERS, cpus - 1) if wants_workers else 0
     if num_workers < 0:

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset, TensorDataset
 
+from lt_core import engine
 from lt_core.datasets import ArrayDataset
 from lt_core.engine import (
     CUDA_LOADER_WORKERS,
@@ -108,19 +109,24 @@ def test_check_every_must_be_positive() -> None:
         _epoch(_NaNAt(None), check_every=0)
 
 
-def test_loader_options_by_device_and_dataset() -> None:
+def test_loader_options_by_device_and_dataset(monkeypatch) -> None:
     plain = ArrayDataset(torch.zeros(4, 3), torch.zeros(4, dtype=torch.int64))
     augmented = Subset(ArrayDataset(torch.zeros(4, 3), torch.zeros(4, dtype=torch.int64), transform=lambda x: x), [0])
     assert loader_options(plain, "cpu") == {"num_workers": 0, "pin_memory": False}
     assert loader_options(augmented, "cpu") == {"num_workers": 0, "pin_memory": False}  # workers would take cores
     assert loader_options(plain, "cuda") == {"num_workers": 0, "pin_memory": True}
-    cpus = len(os.sched_getaffinity(0))
+    cpus = min(len(os.sched_getaffinity(0)), torch.get_num_threads())
     workers = min(CUDA_LOADER_WORKERS, cpus - 1)
     expected = {"num_workers": workers, "pin_memory": True}
     if workers:
         expected |= {"persistent_workers": True, "prefetch_factor": 4}
     assert loader_options(augmented, "cuda") == expected
     assert loader_options(plain, "cuda", num_workers=2)["persistent_workers"] is True
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 16)  # e.g. a Ray worker with cpus_per_worker 16
+    monkeypatch.setattr(engine, "_usable_cpus", lambda: 64)
+    assert loader_options(augmented, "cuda")["num_workers"] == CUDA_LOADER_WORKERS
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # one CPU: augmentation stays in the main process
+    assert loader_options(augmented, "cuda") == {"num_workers": 0, "pin_memory": True}
     with pytest.raises(ValueError, match="num_workers must be >= 0, got -1"):
         loader_options(plain, "cpu", num_workers=-1)
 
