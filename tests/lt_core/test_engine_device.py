@@ -173,3 +173,44 @@ def test_checkpoint_carries_the_cuda_rng_state(tmp_path, monkeypatch) -> None:
     load_checkpoint(path, model, opt)
     assert len(restored) == 1 and restored[0][0] == 0
     assert torch.equal(restored[0][1], torch.arange(16, dtype=torch.uint8))
+
+
+def _worker(rank: int, store_path: str, result_path: str) -> None:
+    """One of two gloo ranks: rank 1's loss turns NaN after 5 steps; both must raise the same error, no deadlock."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{store_path}", rank=rank, world_size=2)
+    try:
+
+        def reduce(tensors: list[Tensor]) -> None:
+            for t in tensors:
+                dist.all_reduce(t)
+
+        try:
+            _epoch(_NaNAt(5 if rank == 1 else None), reduce=reduce)
+            outcome = "finished"
+        except NonFiniteLossError as error:
+            outcome = str(error)
+        with open(result_path, "w") as f:
+            f.write(outcome)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_ranks_stop_together_with_the_same_error(tmp_path) -> None:
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    results = [tmp_path / f"rank{r}.txt" for r in range(2)]
+    procs = [ctx.Process(target=_worker, args=(r, str(tmp_path / "store"), str(results[r]))) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)  # bounded: a rank left waiting in a collective would hang here
+    alive = [p.pid for p in procs if p.is_alive()]
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+    assert not alive, f"ranks {alive} did not finish: a deadlock"
+    outcomes = [r.read_text() for r in results]
+    assert outcomes == ["loss became nan at epoch 3 step 5; lower the learning rate or check the data"] * 2
