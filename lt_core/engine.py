@@ -38,6 +38,7 @@ from lt_core.losses import LOSSES, class_weights, create_loss
 from lt_core.metrics import EvalAccumulator
 
 __all__ = [
+    "CUDA_LOADER_WORKERS",
     "FINITE_CHECK_EVERY",
     "EpochShardSampler",
     "FitConfig",
@@ -244,10 +245,11 @@ def loader_options(dataset: Any, device: torch.device | str, *, num_workers: int
 
     - On CUDA, ``pin_memory=True``: ``.to(device, non_blocking=True)`` is then a real asynchronous copy (from
       pageable memory it is synchronous).
-    - On CUDA, a dataset that does work per item (it has a ``transform``, e.g. CIFAR's crop and flip, about 5 ms per
-      batch of 128 in the main process) gets up to ``CUDA_LOADER_WORKERS`` persistent worker processes, leaving one
-      CPU of this process's share to the training loop, so batches are prepared while the GPU steps. The share is
-      torch's thread count (a Ray trial sets it to ``cpus_per_worker``): raise that to feed the loader.
+    - On CUDA, a dataset that does work per item (it has a ``transform``, e.g. CIFAR's crop and flip, 5.3 ms per
+      batch of 128 in the main process, measured on a CPU) gets up to ``CUDA_LOADER_WORKERS`` persistent worker
+      processes, leaving one CPU of this process's share to the training loop, so batches are prepared while the
+      GPU steps. The share is torch's thread count (a Ray trial sets it to ``cpus_per_worker``): raise that to
+      feed the loader.
     - Otherwise no worker processes: an in-memory dataset without a transform yields views of one tensor, and
       sending them between processes costs more than producing them; on the CPU the workers would also take cores
       from the training step itself.
@@ -274,7 +276,7 @@ def configure_device(device: torch.device | str, *, deterministic: bool = False)
 
     - TF32 for float32 matmuls (``torch.set_float32_matmul_precision("high")``) and convolutions
       (``cudnn.allow_tf32``, torch's default): about 10 significant bits in the products, sums in float32, several
-      times the float32 throughput on Ampere and later; what the long-tail recipes train with in practice.
+      times the float32 throughput on Ampere and later.
     - ``cudnn.benchmark=True``: cuDNN times its convolution algorithms once per input shape (the shapes are fixed
       here) and keeps the fastest.
     - ``deterministic=True`` instead: no TF32, ``cudnn.benchmark=False`` and ``cudnn.deterministic=True``, so that
