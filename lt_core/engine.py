@@ -245,8 +245,8 @@ def loader_options(dataset: Any, device: torch.device | str, *, num_workers: int
 
     - On CUDA, ``pin_memory=True``: ``.to(device, non_blocking=True)`` is then a real asynchronous copy (from
       pageable memory it is synchronous).
-    - On CUDA, a dataset that does work per item (it has a ``transform``, e.g. CIFAR's crop and flip, 5.3 ms per
-      batch of 128 in the main process, measured on a CPU) gets up to ``CUDA_LOADER_WORKERS`` persistent worker
+    - On CUDA, a dataset that does work per item (it has a ``transform``, e.g. CIFAR's crop and flip, about 5 ms per
+      batch of 128 in the main process on a shared 2-core CPU) gets up to ``CUDA_LOADER_WORKERS`` persistent worker
       processes, leaving one CPU of this process's share to the training loop, so batches are prepared while the
       GPU steps. The share is torch's thread count (a Ray trial sets it to ``cpus_per_worker``): raise that to
       feed the loader.
