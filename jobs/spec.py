@@ -526,6 +526,23 @@ class ScalingSpec(_Strict):
             return self.gpus_per_worker
         return 1.0 if self.use_gpu else 0.0
 
+    @field_validator("gpus_per_worker")
+    @classmethod
+    def _gpus_per_worker(cls, v: float | None, info: ValidationInfo) -> float | None:
+        if v is None or not info.data.get("use_gpu"):
+            return v  # GPUs without use_gpu: refused below
+        if v == 0:
+            # Ray would add GPU: 1 to each worker itself, which the cluster check (0 GPUs) never plans for
+            raise ValueError("use_gpu: true needs gpus_per_worker > 0; omit it for 1 GPU per worker")
+        workers = info.data.get("num_workers", 1)
+        if workers > 1 and v != 1:
+            raise ValueError(
+                f"a DDP trial on GPUs (num_workers {workers}) needs gpus_per_worker 1, got {v:g}: a fraction can put "
+                "two ranks on one GPU, which NCCL refuses, and a worker uses one GPU only (fractions are allowed "
+                "with num_workers 1, to share a GPU between trials)"
+            )
+        return v
+
     @model_validator(mode="after")
     def _gpu(self) -> ScalingSpec:
         if self.gpus_per_worker and not self.use_gpu:

@@ -31,7 +31,9 @@ from lt_core.engine import (
     FitConfig,
     LossSchedule,
     build_optimizer,
+    configure_device,
     load_checkpoint,
+    loader_options,
     run_epoch,
     save_checkpoint,
     scalar_metrics,
@@ -61,6 +63,8 @@ class TrialContext:
     checkpoint_metric: str | None = None
     checkpoint_mode: str = "max"
     checkpoint_interval_s: float = 60.0
+    # bit-identical CUDA runs and resumes (no TF32, no cudnn.benchmark); see lt_core.engine.configure_device
+    deterministic: bool = False
 
 
 def fit_config(trial: dict[str, Any]) -> FitConfig:
@@ -115,19 +119,34 @@ def cached_dataset(dataset: dict[str, Any]) -> LTData:
     return data
 
 
-def global_class_counts(data: LTData, rank: int, world_size: int) -> Tensor:
-    """Count the classes of this worker's shard and all-reduce them (sum) across workers."""
+def global_class_counts(data: LTData, rank: int, world_size: int, device: torch.device | str = "cpu") -> Tensor:
+    """Count the classes of this worker's shard and all-reduce them (sum) across workers; (K,) int64 on the CPU.
+
+    The all-reduce runs on ``device`` (the trial's): ``TorchTrainer(use_gpu=True)`` builds an NCCL-only process
+    group, which refuses CPU tensors.
+    """
     idx = torch.tensor(shard_indices(len(data.train_targets), rank, world_size), dtype=torch.long)
     counts = torch.bincount(data.train_targets[idx], minlength=data.num_classes).to(torch.long)
-    if dist.is_available() and dist.is_initialized() and world_size > 1:
-        dist.all_reduce(counts, op=dist.ReduceOp.SUM)
+    _all_reduce([counts], world_size, device)
     return counts
 
 
-def _all_reduce(tensors: list[Tensor], world_size: int) -> None:
-    if dist.is_available() and dist.is_initialized() and world_size > 1:
-        for t in tensors:
+def _all_reduce(tensors: list[Tensor], world_size: int, device: torch.device | str = "cpu") -> None:
+    """Sum each tensor across workers, in place, with the collective on ``device``.
+
+    A tensor elsewhere goes through a copy on ``device`` and back: the process group of a GPU trial is NCCL's,
+    which takes device tensors only (a CPU tensor fails with "No backend type associated with device type cpu").
+    """
+    if not (dist.is_available() and dist.is_initialized() and world_size > 1):
+        return
+    device = torch.device(device)
+    for t in tensors:
+        if t.device.type == device.type:
             dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        else:
+            on_device = t.to(device)
+            dist.all_reduce(on_device, op=dist.ReduceOp.SUM)
+            t.copy_(on_device)
 
 
 def run_trial(trial: dict[str, Any], dataset: dict[str, Any], ctx: TrialContext | None = None) -> list[dict]:
@@ -135,11 +154,12 @@ def run_trial(trial: dict[str, Any], dataset: dict[str, Any], ctx: TrialContext 
     ctx = ctx or TrialContext()
     cfg = fit_config(trial)
     seed_everything(cfg.seed)
+    configure_device(ctx.device, deterministic=ctx.deterministic)  # TF32 + cudnn.benchmark on CUDA
     data = cached_dataset(dataset)
     if LOSSES[cfg.loss].needs_class_counts or cfg.reweighting != "none":
         data.require_all_classes()
 
-    counts = global_class_counts(data, ctx.rank, ctx.world_size)
+    counts = global_class_counts(data, ctx.rank, ctx.world_size, ctx.device)
     if not torch.equal(counts, data.class_counts):
         raise RuntimeError(f"all-reduced class counts {counts.tolist()} != dataset counts {data.class_counts.tolist()}")
 
@@ -153,11 +173,14 @@ def run_trial(trial: dict[str, Any], dataset: dict[str, Any], ctx: TrialContext 
         start, history = int(state["epoch"]), list(state["history"])
 
     sampler = EpochShardSampler(len(data.train), rank=ctx.rank, world_size=ctx.world_size, seed=cfg.seed)
-    train_loader = DataLoader(data.train, batch_size=cfg.batch_size, sampler=sampler)
+    # pinned memory on CUDA; worker processes only for per-item work there (see lt_core.engine.loader_options)
+    train_loader = DataLoader(
+        data.train, batch_size=cfg.batch_size, sampler=sampler, **loader_options(data.train, ctx.device)
+    )
     test_shard = Subset(data.test, shard_indices(len(data.test), ctx.rank, ctx.world_size))
-    test_loader = DataLoader(test_shard, batch_size=max(cfg.batch_size, 512))
+    test_loader = DataLoader(test_shard, batch_size=max(cfg.batch_size, 512), **loader_options(test_shard, ctx.device))
     schedule = LossSchedule(cfg, counts, ctx.device)
-    reduce = (lambda tensors: _all_reduce(tensors, ctx.world_size)) if ctx.world_size > 1 else None
+    reduce = (lambda tensors: _all_reduce(tensors, ctx.world_size, ctx.device)) if ctx.world_size > 1 else None
     policy = CheckpointPolicy(ctx, history)
 
     for epoch in range(start, cfg.epochs):

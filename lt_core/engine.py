@@ -6,9 +6,13 @@ The Ray layer (``jobs.train``) wraps exactly these pieces; nothing here knows ab
 - ``LossSchedule``: which criterion an epoch uses. Losses hold no epoch state, so deferred re-weighting (DRW)
   and IB's plain cross-entropy warm-up are chosen here, per epoch.
 - ``lr_at``: linear warm-up, then step decay (the CIFAR-LT recipe), cosine or constant, per iteration.
-- ``fit``: seeded, reproducible on CPU, checkpoint save/resume, a callback per epoch; a run whose loss turns
-  NaN/inf stops with ``NonFiniteLossError`` naming the epoch and step (checked on the loss value the engine
-  already reads for logging, not by scanning tensors).
+- ``fit``: seeded, reproducible on CPU, checkpoint save/resume (CPU and CUDA RNG states included), a callback per
+  epoch; a run whose loss turns NaN/inf stops with ``NonFiniteLossError`` naming the epoch and step.
+- No host sync per training step: the loss is summed on the device and read once per epoch; finiteness is
+  flagged on the device and read every ``FINITE_CHECK_EVERY`` steps, after a ``reduce`` across workers, so
+  every DDP rank stops at the same check with the same error.
+- ``loader_options`` / ``configure_device``: DataLoader settings and CUDA speed flags (TF32, cudnn.benchmark) chosen
+  by device; see their docstrings for the defaults and why.
 
 Epochs are 0-based inside the loop (``start_epoch`` semantics: "from this epoch on"); the history and the
 callback number them 1-based (``epoch`` = epochs completed), like Ray Tune's ``training_iteration``.
@@ -28,20 +32,24 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Sampler, Subset
 
 from lt_core.losses import LOSSES, class_weights, create_loss
 from lt_core.metrics import EvalAccumulator
 
 __all__ = [
+    "CUDA_LOADER_WORKERS",
+    "FINITE_CHECK_EVERY",
     "EpochShardSampler",
     "FitConfig",
     "LossSchedule",
     "NonFiniteLossError",
     "build_optimizer",
+    "configure_device",
     "evaluate",
     "fit",
     "load_checkpoint",
+    "loader_options",
     "lr_at",
     "save_checkpoint",
     "run_epoch",
@@ -50,6 +58,13 @@ __all__ = [
     "shard_indices",
     "train_one_epoch",
 ]
+
+
+# Steps between two reads of the on-device finiteness flags (each read is one host sync, after a reduce across
+# workers): a NaN is caught within this many steps, at the cost of one sync per this many steps.
+FINITE_CHECK_EVERY = 50
+# DataLoader worker processes on CUDA for datasets that do work per item (augmentation), at most.
+CUDA_LOADER_WORKERS = 4
 
 
 class NonFiniteLossError(RuntimeError):
@@ -183,9 +198,11 @@ def shard_indices(n: int, rank: int, world_size: int) -> list[int]:
 
 
 class EpochShardSampler(Sampler[int]):
-    """A seeded per-epoch shuffle, split across ``world_size`` replicas (padded so every rank takes equal steps).
+    """A seeded per-epoch shuffle, split across ``world_size`` replicas, every rank the same length.
 
-    Reproducible under resume: the order depends only on (seed, epoch), not on RNG state.
+    The order is repeated until it fills ``ceil(n / world_size) * world_size`` places (as ``DistributedSampler``
+    does), so every rank takes the same number of steps for any ``n >= 1``, even ``n < world_size``: unequal step
+    counts would deadlock DDP. Reproducible under resume: the order depends only on (seed, epoch), not on RNG state.
     """
 
     def __init__(self, n: int, *, rank: int = 0, world_size: int = 1, seed: int = 0, shuffle: bool = True) -> None:
@@ -204,11 +221,73 @@ class EpochShardSampler(Sampler[int]):
         else:
             order = list(range(self.n))
         total = self.num_samples * self.world_size
-        order += order[: total - len(order)]
+        if order:  # repeat the whole order as often as needed (padding by at most n would leave ranks short)
+            order = (order * math.ceil(total / len(order)))[:total]
         return iter(order[self.rank : total : self.world_size])
 
     def __len__(self) -> int:
         return self.num_samples
+
+
+def _item_transform(dataset: Any) -> Any:
+    """The per-item transform of ``dataset`` (through ``Subset`` wrappers), or None."""
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    return getattr(dataset, "transform", None)
+
+
+def _usable_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def loader_options(dataset: Any, device: torch.device | str, *, num_workers: int | None = None) -> dict[str, Any]:
+    """``DataLoader`` keyword arguments for ``dataset`` feeding ``device``.
+
+    - On CUDA, ``pin_memory=True``: ``.to(device, non_blocking=True)`` is then a real asynchronous copy (from
+      pageable memory it is synchronous).
+    - On CUDA, a dataset that does work per item (it has a ``transform``, e.g. CIFAR's crop and flip, about 5 ms per
+      batch of 128 in the main process on a shared 2-core CPU) gets up to ``CUDA_LOADER_WORKERS`` persistent worker
+      processes, leaving one CPU of this process's share to the training loop, so batches are prepared while the
+      GPU steps. The share is torch's thread count (a Ray trial sets it to ``cpus_per_worker``): raise that to
+      feed the loader.
+    - Otherwise no worker processes: an in-memory dataset without a transform yields views of one tensor, and
+      sending them between processes costs more than producing them; on the CPU the workers would also take cores
+      from the training step itself.
+
+    ``num_workers`` overrides the choice of worker processes. Augmentation draws from each worker's generator
+    (seeded by DataLoader from the main process), so with workers a resumed run augments differently from an
+    uninterrupted one; the model, optimizer and sampling order still resume exactly.
+    """
+    device = torch.device(device)
+    if num_workers is None:
+        cpus = min(_usable_cpus(), torch.get_num_threads())  # a Ray worker's threads = its cpus_per_worker
+        wants_workers = device.type == "cuda" and _item_transform(dataset) is not None
+        num_workers = min(CUDA_LOADER_WORKERS, cpus - 1) if wants_workers else 0
+    if num_workers < 0:
+        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+    options: dict[str, Any] = {"num_workers": num_workers, "pin_memory": device.type == "cuda"}
+    if num_workers > 0:
+        options |= {"persistent_workers": True, "prefetch_factor": 4}
+    return options
+
+
+def configure_device(device: torch.device | str, *, deterministic: bool = False) -> None:
+    """Set the process-wide speed flags for a run on ``device``; a no-op unless it is CUDA.
+
+    - TF32 for float32 matmuls (``torch.set_float32_matmul_precision("high")``) and convolutions
+      (``cudnn.allow_tf32``, torch's default): about 10 significant bits in the products, sums in float32, several
+      times the float32 throughput on Ampere and later.
+    - ``cudnn.benchmark=True``: cuDNN times its convolution algorithms once per input shape (the shapes are fixed
+      here) and keeps the fastest.
+    - ``deterministic=True`` instead: no TF32, ``cudnn.benchmark=False`` and ``cudnn.deterministic=True``, so that
+      a run and its resume from a checkpoint compute bit-identical results (slower).
+    """
+    if torch.device(device).type != "cuda":
+        return
+    torch.set_float32_matmul_precision("highest" if deterministic else "high")
+    torch.backends.cudnn.allow_tf32 = not deterministic
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.deterministic = deterministic
 
 
 def train_one_epoch(
@@ -221,13 +300,25 @@ def train_one_epoch(
     needs_features: bool = False,
     lr_fn: Callable[[int], float] | None = None,
     device: torch.device | str = "cpu",
+    reduce: Callable[[list[Tensor]], None] | None = None,
+    check_every: int = FINITE_CHECK_EVERY,
 ) -> dict[str, float]:
     """One pass over ``loader``; returns ``train_loss`` (mean per sample), ``lr`` (last), ``samples``.
 
-    ``lr_fn(step)`` sets the learning rate before each step. Raises ``NonFiniteLossError`` on NaN/inf.
+    ``lr_fn(step)`` sets the learning rate before each step. The loss never leaves the device inside the loop:
+    its sum is read once, at the end, and whether it was finite is flagged per step on the device and read every
+    ``check_every`` steps and at the end. ``reduce(tensors)`` (a sum across workers, in place) merges the flags of
+    all workers before each read, so every worker raises the same ``NonFiniteLossError`` (the first step at which
+    any worker's loss was NaN/inf) at the same step; every worker must then run the same number of steps.
     """
+    if check_every < 1:
+        raise ValueError(f"check_every must be >= 1, got {check_every}")
     model.train()
-    total, seen, lr = 0.0, 0, optimizer.param_groups[0]["lr"]
+    device = torch.device(device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    # per step of the current window: [loss not finite, loss NaN] (float: summable by any backend's all-reduce)
+    flags = torch.zeros(check_every, 2, dtype=torch.float64, device=device)
+    seen, lr, first = 0, optimizer.param_groups[0]["lr"], 0
     for step, (x, y) in enumerate(loader):
         if lr_fn is not None:
             lr = lr_fn(step)
@@ -239,12 +330,30 @@ def train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        value = loss.item()  # the value logged anyway; also the NaN check
-        if not math.isfinite(value):
-            raise NonFiniteLossError(epoch + 1, step, value)
-        total += value * y.shape[0]
+        value = loss.detach()
+        loss_sum += value.double() * y.shape[0]
+        flags[step - first, 0] = ~torch.isfinite(value)
+        flags[step - first, 1] = torch.isnan(value)
         seen += y.shape[0]
-    return {"train_loss": total / max(seen, 1), "lr": lr, "samples": seen}
+        if step - first + 1 == check_every:
+            _raise_if_not_finite(flags, epoch, first, reduce)
+            first = step + 1
+    _raise_if_not_finite(flags, epoch, first, reduce)  # every worker, even with an empty window: reduces pair up
+    return {"train_loss": loss_sum.item() / max(seen, 1), "lr": lr, "samples": seen}
+
+
+def _raise_if_not_finite(
+    flags: Tensor, epoch: int, first_step: int, reduce: Callable[[list[Tensor]], None] | None
+) -> None:
+    """Merge the window's flags across workers, read them (one host sync) and clear them; raise on a bad step."""
+    if reduce is not None:
+        reduce([flags])
+    window = flags.to("cpu", copy=True)  # a copy also on the CPU, where .cpu() would alias the zeroed flags
+    flags.zero_()
+    bad = window[:, 0].nonzero()
+    if len(bad):
+        i = int(bad[0])
+        raise NonFiniteLossError(epoch + 1, first_step + i, float("nan") if window[i, 1] > 0 else float("inf"))
 
 
 @torch.no_grad()
@@ -281,10 +390,11 @@ def run_epoch(
 ) -> dict[str, Any]:
     """Train and evaluate one (0-based) ``epoch``; returns the full metrics dict of it (``epoch`` 1-based).
 
-    ``reduce(tensors)`` sums tensors across workers in place (``torch.distributed.all_reduce``); with it, each
-    worker evaluates its own shard of the test set and the summable evaluation state is reduced, so every worker
-    computes the metrics of the full test set. Evaluation uses the unwrapped module: no DDP collectives, since
-    workers may hold test shards of unequal size.
+    ``reduce(tensors)`` sums tensors across workers in place (``torch.distributed.all_reduce``); it is called
+    with tensors on ``device`` only (NCCL takes no others). With it, the training loss's finiteness flags are
+    agreed across workers (see ``train_one_epoch``), each worker evaluates its own shard of the test set and the
+    summable evaluation state is reduced, so every worker computes the metrics of the full test set. Evaluation
+    uses the unwrapped module: no DDP collectives, since workers may hold test shards of unequal size.
     """
     t0 = time.perf_counter()
     sampler.set_epoch(epoch)
@@ -299,6 +409,7 @@ def run_epoch(
         needs_features=needs_features,
         lr_fn=lambda step: lr_at(cfg, epoch, step, steps),
         device=device,
+        reduce=reduce,
     )
     acc = evaluate(getattr(model, "module", model), test_loader, len(class_counts), device=device)
     loss_sum = torch.tensor([stats["train_loss"] * stats["samples"], stats["samples"]], dtype=torch.float64)
@@ -326,7 +437,7 @@ def save_checkpoint(
     history: list[dict[str, Any]],
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Save model + optimizer + epochs completed + history + RNG state to ``path`` (atomic rename)."""
+    """Save model + optimizer + epochs completed + history + RNG states (CPU, CUDA) to ``path`` (atomic rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     module = getattr(model, "module", model)  # unwrap DDP
@@ -335,7 +446,13 @@ def save_checkpoint(
         "optimizer": optimizer.state_dict(),
         "epoch": epoch,
         "history": history,
-        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+        "rng": {
+            "torch": torch.get_rng_state(),
+            # SEQL's masks and dropout on a GPU draw from the CUDA generators: without them a resume diverges
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "numpy": np.random.get_state(),
+            "python": random.getstate(),
+        },
         "extra": extra or {},
     }
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -355,6 +472,10 @@ def load_checkpoint(
     rng = state.get("rng")
     if rng:
         torch.set_rng_state(rng["torch"])
+        if rng.get("cuda") is not None and torch.cuda.is_available():
+            # a checkpoint from more GPUs than this process sees restores those it has (one per Ray worker)
+            for index, cuda_state in enumerate(rng["cuda"][: torch.cuda.device_count()]):
+                torch.cuda.set_rng_state(cuda_state, index)
         np.random.set_state(rng["numpy"])
         random.setstate(rng["python"])
     return state
@@ -369,17 +490,20 @@ def fit(
     resume_from: str | os.PathLike[str] | None = None,
     device: torch.device | str = "cpu",
     stop_after: int | None = None,
+    deterministic: bool = False,
 ) -> list[dict[str, Any]]:
     """Train ``cfg`` on ``data`` (an ``lt_core.datasets.LTData``); returns the per-epoch history.
 
     ``callback(epoch, metrics)`` gets the 1-based epoch and the full metrics dict (per-class accuracy, shot
     groups, calibration, ``train_loss``, ``lr``, ``epoch_time_s``). With ``checkpoint_path`` a checkpoint is
     written after every epoch; ``resume_from`` continues from one. ``stop_after`` ends the run early after that
-    many epochs in total (for tests of resume).
+    many epochs in total (for tests of resume). On CUDA, ``configure_device(device, deterministic=...)`` sets the
+    speed flags and the loaders follow ``loader_options``.
     """
     from lt_core.models import create_model
 
     seed_everything(cfg.seed)
+    configure_device(device, deterministic=deterministic)
     if LOSSES[cfg.loss].needs_class_counts or cfg.reweighting != "none":
         data.require_all_classes()
     model = create_model(cfg.model, data.num_classes, data.input_shape, **cfg.model_params).to(device)
@@ -390,8 +514,12 @@ def fit(
         state = load_checkpoint(resume_from, model, optimizer)
         start, history = int(state["epoch"]), list(state["history"])
     sampler = EpochShardSampler(len(data.train), seed=cfg.seed)
-    train_loader = DataLoader(data.train, batch_size=cfg.batch_size, sampler=sampler, drop_last=False)
-    test_loader = DataLoader(data.test, batch_size=max(cfg.batch_size, 512), shuffle=False)
+    train_loader = DataLoader(
+        data.train, batch_size=cfg.batch_size, sampler=sampler, drop_last=False, **loader_options(data.train, device)
+    )
+    test_loader = DataLoader(
+        data.test, batch_size=max(cfg.batch_size, 512), shuffle=False, **loader_options(data.test, device)
+    )
     schedule = LossSchedule(cfg, data.class_counts, device)
     end = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
     for epoch in range(start, end):

@@ -63,8 +63,8 @@ def weight_and_reduce(loss: Tensor, target: Tensor, class_weight: Tensor | None,
 
     ``"mean"`` divides by N, not by the summed weights (``F.cross_entropy(weight=...)`` does the latter).
     """
-    if class_weight is not None:
-        loss = loss * class_weight.to(loss.dtype)[target]
+    if class_weight is not None:  # the functional forms take a weight on any device: index it on the target's
+        loss = loss * class_weight.to(loss.device, loss.dtype)[target]
     return apply_reduction(loss, reduction)
 
 
@@ -77,7 +77,8 @@ def check_logits_target(logits: Tensor, target: Tensor) -> int:
 
     Raises:
         TypeError: a non-tensor, non-floating logits or a target that is not int64.
-        ValueError: a wrong shape, different devices, no classes, or target values outside [0, K).
+        ValueError: a wrong shape, different devices, no classes, or target values outside [0, K) (CPU tensors;
+            on other devices the values are checked by a device-side assertion, without a host sync).
     """
     if not isinstance(logits, Tensor):
         raise TypeError(f"expected logits to be a Tensor, got {type(logits).__name__}")
@@ -97,10 +98,15 @@ def check_logits_target(logits: Tensor, target: Tensor) -> int:
     if target.device != logits.device:
         raise ValueError(f"expected target on the device of logits ({logits.device}), got {target.device}")
     if n > 0:
-        # One host sync for both bounds; N elements, not N*K.
-        lo, hi = torch.stack(torch.aminmax(target)).tolist()
-        if lo < 0 or hi >= k:
-            raise ValueError(f"expected target values in [0, K)=[0, {k}), got min {lo} and max {hi}")
+        if target.device.type == "cpu":
+            # Reading values is free on the CPU: one pass for both bounds, N elements, not N*K.
+            lo, hi = torch.stack(torch.aminmax(target)).tolist()
+            if lo < 0 or hi >= k:
+                raise ValueError(f"expected target values in [0, K)=[0, {k}), got min {lo} and max {hi}")
+        else:
+            # On an accelerator reading values is a host sync every step: check on the device instead; a bad target
+            # fails the next call that synchronises, with this message (a device-side assertion on CUDA).
+            torch._assert_async(((target >= 0) & (target < k)).all(), f"expected target values in [0, K)=[0, {k})")
     return k
 
 

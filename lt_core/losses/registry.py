@@ -19,8 +19,6 @@ __all__ = ["LOSSES", "LossInfo", "create_loss", "register"]
 
 # Keyword parameters of a loss module that are not its hyper-parameters: create_loss passes them itself.
 _COMMON_PARAMS = frozenset({"class_counts", "class_weight", "reduction"})
-# Keyword parameters a loss accepts but that are run-time objects, not hyper-parameters (not in ``defaults``).
-_RUNTIME_PARAMS = frozenset({"generator"})
 
 
 @dataclass(frozen=True)
@@ -73,7 +71,7 @@ def register(
         params = _keyword_params(cls)
         defaults = {}
         for pname, param in params.items():
-            if pname in _COMMON_PARAMS or pname in _RUNTIME_PARAMS:
+            if pname in _COMMON_PARAMS:
                 continue
             if param.default is inspect.Parameter.empty:
                 raise ValueError(f"hyper-parameter {pname!r} of loss {name!r} needs a default")

@@ -41,20 +41,27 @@ def _rare_positions(total: int, p: float, generator: torch.Generator | None, dev
     """Sorted positions in [0, total) of the successes of ``total`` independent Bernoulli(p) trials, 0 < p < 1.
 
     The gaps between successes are Geometric(p): ``floor(log(1 - u) / log(1 - p)) + 1`` with u uniform. Drawn in
-    chunks sized to cover ``total`` with overwhelming probability, so almost always in one go.
+    chunks sized to cover ``total`` unless Binomial(total, p) exceeds its mean by 10 standard deviations (a chance
+    below 1e-20). Positions past the end are returned as ``total`` (callers write them to a spare slot), so the
+    result has a fixed length: no host sync. Only on the CPU, where reading a value is free, does the draw continue
+    in the (practically impossible) case that a chunk falls short.
     """
     log_q = math.log1p(-p)
     expected = total * p
-    chunk = int(expected + 6.0 * math.sqrt(expected) + 64)
+    chunk = int(expected + 10.0 * math.sqrt(expected) + 64)
     parts, last = [], -1
-    while last < total - 1:
+    while True:
         u = torch.rand(chunk, generator=generator, device=device)
         gaps = u.neg_().log1p_().div_(log_q).long().add_(1)  # (chunk,), >= 1; in place: no temporaries
         positions = gaps.cumsum_(0).add_(last)
         parts.append(positions)
+        if device.type != "cpu":
+            break
         last = int(positions[-1])
+        if last >= total - 1:
+            break
     positions = torch.cat(parts) if len(parts) > 1 else parts[0]
-    return positions[: int(torch.searchsorted(positions, total))]
+    return positions.clamp_max_(total)
 
 
 def drop_mask(tail: Tensor, target: Tensor, gamma: float, generator: torch.Generator | None = None) -> Tensor:
@@ -86,11 +93,13 @@ def drop_mask(tail: Tensor, target: Tensor, gamma: float, generator: torch.Gener
         tensor([[False,  True,  True],
                 [False, False,  True]])
     """
-    return _draw(tail, target, gamma, generator, drop=True, keep=False, dtype=torch.bool)
+    tail_columns = tail.nonzero().squeeze(1)  # (T,); the modules keep these as a buffer (no host sync per call)
+    return _draw(tail, tail_columns, target, gamma, generator, drop=True, keep=False, dtype=torch.bool)
 
 
 def _draw(
     tail: Tensor,
+    tail_columns: Tensor,
     target: Tensor,
     gamma: float,
     generator: torch.Generator | None,
@@ -99,7 +108,10 @@ def _draw(
     keep: float | bool,
     dtype: torch.dtype,
 ) -> Tensor:
-    """``drop_mask`` written as ``drop`` / ``keep`` values of ``dtype``: bool for the mask, (-inf, 0) for a bias."""
+    """``drop_mask`` written as ``drop`` / ``keep`` values of ``dtype``: bool for the mask, (-inf, 0) for a bias.
+
+    ``tail_columns`` (T,) are the indices where ``tail`` is True. No host sync: every shape is known in advance.
+    """
     n, k = target.numel(), tail.numel()
     tail_values = torch.where(tail, drop, keep).to(dtype)  # (K,): every tail logit dropped
     rare = min(gamma, 1.0 - gamma)
@@ -116,19 +128,20 @@ def _draw(
             dropped = bits < threshold
             values = dropped if dtype == torch.bool else torch.where(dropped, drop, keep).to(dtype)
     else:
-        tail_columns = tail.nonzero().squeeze(1)  # (T,)
         t = tail_columns.numel()
-        # start from the likely outcome and flip the rare positions of the flattened (N, T) tail grid
+        # start from the likely outcome and flip the rare positions of the flattened (N, T) tail grid; one spare row
+        # takes the positions past the end (see _rare_positions)
         drop_is_rare = gamma < 0.5
         if drop_is_rare:
-            values = torch.full((n, k), keep, dtype=dtype, device=tail.device)
+            values = torch.full((n + 1, k), keep, dtype=dtype, device=tail.device)
         else:
-            values = tail_values.expand(n, k).clone()
+            values = tail_values.expand(n + 1, k).clone()
         if n * t > 0:
             positions = _rare_positions(n * t, rare, generator, tail.device)
-            if t < k:  # (sample, t-th tail class) -> flat index into (N, K)
+            if t < k:  # (sample, t-th tail class) -> flat index into (N + 1, K)
                 positions = positions.div(t, rounding_mode="floor") * k + tail_columns[positions % t]
             values.view(-1).index_fill_(0, positions, drop if drop_is_rare else keep)
+        values = values[:n]
     return values.scatter_(1, target[:, None], keep)
 
 
@@ -136,6 +149,7 @@ def _seql(
     logits: Tensor,
     target: Tensor,
     tail: Tensor,
+    tail_columns: Tensor,
     gamma: float,
     generator: torch.Generator | None,
     class_weight: Tensor | None,
@@ -144,7 +158,7 @@ def _seql(
     if gamma == 0.0:  # nothing is ever dropped: plain cross-entropy, and no draw
         return _ce(logits, target, class_weight, reduction)
     # the mask as an additive bias (-inf where dropped, else 0): adding it is cheaper than torch.where on a bool mask
-    bias = _draw(tail, target, gamma, generator, drop=float("-inf"), keep=0.0, dtype=logits.dtype)
+    bias = _draw(tail, tail_columns, target, gamma, generator, drop=float("-inf"), keep=0.0, dtype=logits.dtype)
     return weight_and_reduce(transformed_cross_entropy(logits, target, bias=bias), target, class_weight, reduction)
 
 
@@ -190,9 +204,21 @@ def seql_loss(
     k = check_logits_target(logits, target)
     lambda_ = check_param("lambda_", lambda_, ge=0.0, le=1.0)
     gamma = check_param("gamma", gamma, ge=0.0, le=1.0)
-    tail = _tail_mask(class_counts, lambda_, k).to(logits.device)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"expected generator to be a torch.Generator, got {type(generator).__name__}")
+    tail = _tail_mask(class_counts, lambda_, k)
+    tail_columns = tail.nonzero().squeeze(1)  # on the device of class_counts, before moving: no device sync
     weight = check_class_weight(class_weight, k)
-    return _seql(logits, target, tail, gamma, generator, weight, check_reduction(reduction))
+    return _seql(
+        logits,
+        target,
+        tail.to(logits.device),
+        tail_columns.to(logits.device),
+        gamma,
+        generator,
+        weight,
+        check_reduction(reduction),
+    )
 
 
 @register(
@@ -203,6 +229,11 @@ def seql_loss(
 class SEQLLoss(WeightedLoss):
     """Module form of :func:`seql_loss`; ``[f_k < lambda]`` is the ``tail_mask`` buffer (K,), bool.
 
+    The module holds no generator: each call draws from the default generator of the logits' device, so
+    ``.to(device)`` moves everything it needs, ``torch.manual_seed`` reproduces a draw and a checkpoint of the CPU
+    and CUDA RNG states (``lt_core.engine.save_checkpoint``) resumes the same sequence of masks. Pass a generator
+    to :func:`seql_loss` to control one draw.
+
     Example:
         >>> loss = SEQLLoss(class_counts=torch.tensor([8, 1, 1]), lambda_=0.5, gamma=1.0)
         >>> loss(torch.zeros(2, 3), torch.tensor([0, 0]))
@@ -211,6 +242,7 @@ class SEQLLoss(WeightedLoss):
 
     hparams = ("lambda_", "gamma")
     tail_mask: Tensor
+    tail_columns: Tensor
 
     def __init__(
         self,
@@ -218,19 +250,20 @@ class SEQLLoss(WeightedLoss):
         class_counts: Tensor | Sequence[float],
         lambda_: float = 0.05,
         gamma: float = 0.9,
-        generator: torch.Generator | None = None,
         class_weight: Tensor | Sequence[float] | None = None,
         reduction: Reduction = "mean",
     ) -> None:
         super().__init__(class_weight=class_weight, reduction=reduction)
         self.lambda_ = check_param("lambda_", lambda_, ge=0.0, le=1.0)
         self.gamma = check_param("gamma", gamma, ge=0.0, le=1.0)
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"expected generator to be a torch.Generator, got {type(generator).__name__}")
-        self.generator = generator
-        self.register_buffer("tail_mask", _tail_mask(class_counts, self.lambda_))
+        tail = _tail_mask(class_counts, self.lambda_)
+        self.register_buffer("tail_mask", tail)
+        # (T,) indices of the tail classes, found once here rather than by a nonzero() (a host sync) per call
+        self.register_buffer("tail_columns", tail.nonzero().squeeze(1), persistent=False)
 
     def forward(self, logits: Tensor, target: Tensor, *, features: Tensor | None = None) -> Tensor:
         """Loss of ``logits`` (N, K) against ``target`` (N,); a fresh draw of the mask per call."""
         self._check(logits, target, class_counts=self.tail_mask)
-        return _seql(logits, target, self.tail_mask, self.gamma, self.generator, self.class_weight, self.reduction)
+        return _seql(
+            logits, target, self.tail_mask, self.tail_columns, self.gamma, None, self.class_weight, self.reduction
+        )

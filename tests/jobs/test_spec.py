@@ -99,6 +99,21 @@ def test_missing_required_fields_are_named():
         (with_(train__batch_size={"uniform": [16, 64]}), "train.batch_size", "integer field"),
         (with_(losses__2__start_epoch=30), "", "losses[2].start_epoch: 30 >= train.epochs 30"),
         (with_(scaling__gpus_per_worker=1), "scaling", "needs use_gpu"),
+        (
+            with_(scaling={"use_gpu": True, "gpus_per_worker": 0}),
+            "scaling.gpus_per_worker",
+            "use_gpu: true needs gpus_per_worker > 0",
+        ),
+        (
+            with_(scaling={"num_workers": 2, "use_gpu": True, "gpus_per_worker": 0.5}),
+            "scaling.gpus_per_worker",
+            "needs gpus_per_worker 1, got 0.5",
+        ),
+        (
+            with_(scaling={"num_workers": 4, "use_gpu": True, "gpus_per_worker": 2}),
+            "scaling.gpus_per_worker",
+            "(num_workers 4) needs gpus_per_worker 1, got 2",
+        ),
         (with_(losses=[]), "losses", "at least 1"),
     ],
 )
@@ -191,3 +206,18 @@ def test_dataset_and_model_specs_match_their_registries():
 def test_domains_are_recognised_in_both_forms():
     spec = JobSpec.model_validate(EXAMPLE)
     assert is_domain(spec.train.lr) and is_domain({"choice": [1]}) and not is_domain(0.1)
+
+
+@pytest.mark.parametrize(
+    "scaling",
+    [
+        {"num_workers": 1, "use_gpu": True, "gpus_per_worker": 0.25},  # trials share a GPU
+        {"num_workers": 1, "use_gpu": True, "gpus_per_worker": 2},
+        {"num_workers": 2, "use_gpu": True},  # defaults to 1 GPU per worker
+        {"num_workers": 2, "use_gpu": True, "gpus_per_worker": 1},
+        {"num_workers": 2, "use_gpu": False, "gpus_per_worker": 0},
+    ],
+)
+def test_gpu_scalings_that_can_run_are_accepted(scaling):
+    spec = JobSpec.model_validate(with_(scaling=scaling))
+    assert spec.scaling.gpus == scaling.get("gpus_per_worker", 1.0 if scaling["use_gpu"] else 0.0)

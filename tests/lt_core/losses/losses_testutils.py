@@ -75,24 +75,23 @@ def make_batch(
 
 
 def is_stochastic(info: LossInfo) -> bool:
-    """Whether the loss draws random numbers (it then takes a ``generator``)."""
-    return "generator" in inspect.signature(info.build).parameters
+    """Whether the loss draws random numbers (its functional form then takes a ``generator``)."""
+    return "generator" in inspect.signature(functional(info)).parameters
 
 
 def build(info: LossInfo, batch: Batch, *, deterministic: bool = False, **params: object) -> torch.nn.Module:
-    """``create_loss`` with the batch's counts and, for a stochastic loss, a seeded generator."""
+    """``create_loss`` with the batch's counts."""
     if deterministic:
         params = {**DETERMINISTIC_PARAMS.get(info.name, {}), **params}
-    if is_stochastic(info):
-        params.setdefault("generator", torch.Generator().manual_seed(0))
     return L.create_loss(info.name, class_counts=batch.counts, **params)
 
 
 def run(module: torch.nn.Module, batch: Batch, *, seed: int = 0, logits: Tensor | None = None) -> Tensor:
-    """Call ``module`` on ``batch``, reseeding its generator first so that repeated calls draw the same."""
-    generator = getattr(module, "generator", None)
-    if generator is not None:
-        generator.manual_seed(seed)
+    """Call ``module`` on ``batch``, reseeding the default generator first so that repeated calls draw the same.
+
+    A stochastic module holds no generator of its own: it draws from the default generator of the logits' device.
+    """
+    torch.manual_seed(seed)
     return module(batch.logits if logits is None else logits, batch.target, features=batch.features)
 
 
