@@ -50,7 +50,12 @@ MINIMISED_METRICS = frozenset({"nll", "ece"})
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: NaN and infinities are no value any field takes (a stored spec must stay valid JSON).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+SEED_LIMIT = 2**32  # numpy and torch take seeds in [0, 2^32)
+Seed = Annotated[int, Field(ge=0, lt=SEED_LIMIT)]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -255,7 +260,7 @@ class DigitsLT(_Strict):
     imbalance_factor: float = Field(50.0, ge=1)
     profile: Profile = "exp"
     test_per_class: int = Field(50, ge=1, le=150)
-    seed: int = 0
+    seed: Seed = 0
 
 
 class SyntheticLT(_Strict):
@@ -270,14 +275,14 @@ class SyntheticLT(_Strict):
     test_per_class: int = Field(50, ge=1, le=10_000)
     class_sep: float = Field(2.0, gt=0)
     noise: float = Field(1.0, gt=0)
-    seed: int = 0
+    seed: Seed = 0
 
 
 class _CifarLT(_Strict):
     path: str | None = Field(None, description="Folder with the CIFAR python pickles, relative to the data root.")
     imbalance_factor: float = Field(100.0, ge=1)
     profile: Profile = "exp"
-    seed: int = 0
+    seed: Seed = 0
     augment: bool = True
 
 
@@ -301,7 +306,7 @@ class NpzDataset(_Strict):
     num_classes: int | None = Field(None, ge=2, le=100_000)
     imbalance_factor: float | None = Field(None, ge=1)
     profile: Profile = "exp"
-    seed: int = 0
+    seed: Seed = 0
     class_names: list[str] | None = None
 
 
@@ -498,7 +503,7 @@ class TrainSpec(_Strict):
     milestones: list[int] = Field(default_factory=list, description="Epochs at which 'step' multiplies lr by lr_decay.")
     lr_decay: float = Field(0.1, gt=0, le=1)
     warmup_epochs: int = Field(0, ge=0, description="Linear learning-rate warm-up epochs.")
-    seed: int = Field(0, ge=0)
+    seed: Seed = 0
 
     @model_validator(mode="after")
     def _schedule(self) -> TrainSpec:
@@ -546,7 +551,7 @@ class TuneSpec(_Strict):
     )
     reduction_factor: int = Field(3, ge=2, le=10)
     max_concurrent_trials: int = Field(2, ge=1, le=1000)
-    seed: int | None = 0
+    seed: Seed | None = 0
     control: bool = Field(True, description="Add one plain cross-entropy trial with the same model and schedule.")
 
     @property
