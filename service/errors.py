@@ -150,6 +150,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         error_id = uuid.uuid4().hex[:16]
         logger.error("unhandled error %s on %s %s", error_id, request.method, request.url.path, exc_info=exc)
-        return JSONResponse(
-            error_body("internal_error", f"internal error (id {error_id})", {"error_id": error_id}), 500
+        return JSONResponse(  # the server drops the connection after a 500: say so
+            error_body("internal_error", f"internal error (id {error_id})", {"error_id": error_id}),
+            500,
+            headers={"Connection": "close"},
         )
