@@ -56,6 +56,7 @@ class _Strict(BaseModel):
 
 SEED_LIMIT = 2**32  # numpy and torch take seeds in [0, 2^32)
 Seed = Annotated[int, Field(ge=0, lt=SEED_LIMIT)]
+MAX_EPOCHS = 1_000_000  # a bound for every epoch count (the service's max_epochs is usually far lower)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -348,7 +349,10 @@ class Reweighting(_Strict):
     scheme: Literal["none", "inverse", "effective_number"] = "none"
     beta: float = Field(0.9999, ge=0, lt=1, description="effective_number only")
     start_epoch: int | None = Field(
-        None, ge=0, description="Deferred re-weighting: weights apply from this epoch (0-based); None = from the start."
+        None,
+        ge=0,
+        le=MAX_EPOCHS,
+        description="Deferred re-weighting: weights apply from this epoch (0-based); None = from the start.",
     )
 
     @property
@@ -410,7 +414,7 @@ class SEQLSpec(_Branch):
 class _IBBase(_Branch):
     alpha: SearchFloat(gt=0) = 1000.0
     epsilon: SearchFloat(gt=0) = 1e-3
-    start_epoch: SearchInt(ge=0) = Field(
+    start_epoch: SearchInt(ge=0, le=MAX_EPOCHS) = Field(
         0, description="Plain cross-entropy until this epoch (0-based), then the IB loss (IB's warm-up)."
     )
 
@@ -493,16 +497,18 @@ BRANCH_MODELS: dict[str, type[_Branch]] = {
 class TrainSpec(_Strict):
     """The training schedule (per trial)."""
 
-    epochs: int = Field(30, ge=1)
+    epochs: int = Field(30, ge=1, le=MAX_EPOCHS)
     batch_size: SearchInt(ge=1, le=65536) = 128
     optimizer: Annotated[_tagged(str), _categorical_checker(("sgd", "adamw"))] = "sgd"
     lr: SearchFloat(gt=0, le=10) = 0.1
     momentum: SearchFloat(ge=0, lt=1) = 0.9
     weight_decay: SearchFloat(ge=0, le=1) = 5e-4
     schedule: Literal["cosine", "step", "constant"] = "cosine"
-    milestones: list[int] = Field(default_factory=list, description="Epochs at which 'step' multiplies lr by lr_decay.")
+    milestones: list[Annotated[int, Field(ge=-MAX_EPOCHS, le=MAX_EPOCHS)]] = Field(
+        default_factory=list, max_length=100, description="Epochs at which 'step' multiplies lr by lr_decay."
+    )
     lr_decay: float = Field(0.1, gt=0, le=1)
-    warmup_epochs: int = Field(0, ge=0, description="Linear learning-rate warm-up epochs.")
+    warmup_epochs: int = Field(0, ge=0, le=MAX_EPOCHS, description="Linear learning-rate warm-up epochs.")
     seed: Seed = 0
 
     @model_validator(mode="after")
@@ -547,7 +553,10 @@ class TuneSpec(_Strict):
     search: Literal["random", "grid", "tpe"] = "random"
     scheduler: Literal["fifo", "asha"] = "fifo"
     grace_period: int | None = Field(
-        None, ge=1, description="ASHA: epochs before a trial can be stopped (never before re-balancing starts)."
+        None,
+        ge=1,
+        le=MAX_EPOCHS,
+        description="ASHA: epochs before a trial can be stopped (never before re-balancing starts).",
     )
     reduction_factor: int = Field(3, ge=2, le=10)
     max_concurrent_trials: int = Field(2, ge=1, le=1000)

@@ -122,6 +122,16 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         "required": True,
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobSpec"}}},
     }
+    # Every error body is an ErrorResponse, request validation's 422 included (service.errors).
+    error_ref = {"$ref": "#/components/schemas/ErrorResponse"}
+    for operations in schema["paths"].values():
+        for operation in operations.values():
+            for response in operation.get("responses", {}).values():
+                for media in (response.get("content") or {}).values():
+                    if media.get("schema", {}).get("$ref", "").endswith("/HTTPValidationError"):
+                        media["schema"] = error_ref
+    components.pop("HTTPValidationError", None)
+    components.pop("ValidationError", None)
     # Authentication: a bearer token everywhere but the public paths (when tokens are configured), the driver
     # secret on /internal (AuthMiddleware checks both before a body is read).
     schema["components"]["securitySchemes"] = {

@@ -25,8 +25,11 @@ from service.store import JobRecord, JobStatus, JobStore
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
+_AUTH: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "Missing or invalid bearer token"},
+}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_AUTH,
     404: {"model": ErrorResponse, "description": "No such job (or another owner's)"},
 }
 # For routes whose success is not JSON: FastAPI would document a ``model`` under the route's media type.
@@ -65,7 +68,7 @@ def job_read(job: JobRecord, store: JobStore) -> JobRead:
     status_code=201,
     response_model=JobRead,
     responses={
-        **_ERRORS,
+        **_AUTH,
         409: {"model": ErrorResponse, "description": "Idempotency-Key reused with a different body"},
         413: {"model": ErrorResponse, "description": "Body too large"},
         422: {
@@ -134,7 +137,7 @@ def verify_cursor(key: bytes, owner: str, signed: str) -> str:
 @router.get(
     "",
     response_model=JobList,
-    responses={**_ERRORS, 422: {"model": ErrorResponse, "description": "An invalid query parameter or cursor"}},
+    responses={**_AUTH, 422: {"model": ErrorResponse, "description": "An invalid query parameter or cursor"}},
 )
 def list_jobs(
     store: StoreDep,
