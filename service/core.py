@@ -25,6 +25,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
+
 from service.dispatcher import PROJECT_ROOT, Dispatcher, DriverState, Submission
 from service.errors import (
     Forbidden,
@@ -35,12 +37,14 @@ from service.errors import (
     Unauthorized,
     Unavailable,
 )
+from service.schemas import DriverEvent
 from service.settings import Settings
 from service.store import JobRecord, JobStatus, JobStore
 from service.validation import feasibility_details, parse_spec, resolve_dataset_paths
 
 logger = logging.getLogger("service.core")
 
+_EVENT: TypeAdapter[Any] = TypeAdapter(DriverEvent)
 MAX_SUBMIT_ATTEMPTS = 20
 _RAY_SESSION = re.compile(r"/[\w./-]*?/ray/session_[\w.-]+")
 LOST_BY_CLUSTER = "the Ray cluster no longer knows this job (it was restarted?)"
@@ -411,13 +415,13 @@ class JobService:
         if spool.is_file():
             events = []
             for line in spool.read_text().splitlines():
-                try:
-                    events.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue  # a torn last line
+                try:  # the same typed check as over HTTP; a torn last line or a malformed event is skipped
+                    events.append(_EVENT.validate_json(line).model_dump(exclude_unset=True))
+                except ValidationError:
+                    continue
             if events:
                 found = True
-                self.ingest(job_id, [e for e in events if isinstance(e.get("seq"), int)])
+                self.ingest(job_id, events)
         result_file = self.job_dir(job_id) / "result.json"
         if result_file.is_file() and not self.store.get_job(job_id).status.terminal:
             try:
@@ -425,9 +429,14 @@ class JobService:
             except json.JSONDecodeError:
                 result = None
             if isinstance(result, dict):
-                found = True
                 seq = (self.store.max_seq(job_id) or 0) + 1_000_000
-                self.ingest(job_id, [{"seq": seq, "type": "job_finished", "result": result}])
+                try:
+                    event = _EVENT.validate_python({"seq": seq, "type": "job_finished", "result": result})
+                except ValidationError:
+                    logger.warning("job %s: %s does not hold a valid JobResult", job_id, result_file)
+                else:
+                    found = True
+                    self.ingest(job_id, [event.model_dump(exclude_unset=True)])
         if found:
             self.notifier.notify()
         return found
