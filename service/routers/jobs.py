@@ -209,24 +209,21 @@ async def job_events(
     job: JobDep,
     service: ServiceDep,
     settings: SettingsDep,
-    last_event_id: Annotated[str | None, Header(max_length=32)] = None,
+    last_event_id: Annotated[str | None, Header(max_length=64)] = None,
     after: Annotated[
-        int | None, Query(ge=0, le=MAX_EVENT_ID, description="Replay events after this id (like Last-Event-ID)")
+        str | None, Query(max_length=64, description="Replay events after this event id (like Last-Event-ID)")
     ] = None,
 ) -> StreamingResponse:
     """Status changes and driver events as server-sent events: stored ones after ``Last-Event-ID``, then live.
 
-    Each message has ``id`` (for resuming), ``event`` (the type) and ``data`` (the event's JSON). A comment line
-    is sent as a heartbeat; the stream ends once the job is finished and everything was sent.
+    Each message has ``id`` (opaque, for resuming: ``Last-Event-ID`` or ``?after=``), ``event`` (the type) and
+    ``data`` (the event's JSON). A comment line is sent as a heartbeat; the stream ends once the job is finished and
+    everything was sent.
     """
-    start = after or 0
-    if last_event_id:  # the browser's EventSource resends the last id it saw: digits, as we sent them
-        text = last_event_id.strip()
-        if not (text.isascii() and text.isdigit() and int(text) <= MAX_EVENT_ID):
-            raise InvalidParameter(
-                "invalid Last-Event-ID", [{"loc": "Last-Event-ID", "msg": f"an event id in [0, {MAX_EVENT_ID}]"}]
-            )
-        start = int(text)
+    start = 0
+    for loc, value in (("after", after), ("Last-Event-ID", last_event_id)):  # the header wins, as in EventSource
+        if value:
+            start = verify_event_id(service.cursor_key, job.id, value.strip(), loc)
     return StreamingResponse(
         _event_stream(service, job.id, start, settings.sse_poll_s, settings.sse_heartbeat_s),
         media_type="text/event-stream",
@@ -234,8 +231,23 @@ async def job_events(
     )
 
 
+def sign_event_id(key: bytes, job_id: str, event_id: int) -> str:
+    """An SSE id: the stored event's number and an HMAC binding it to its job (opaque to clients)."""
+    mac = hmac.new(key, f"event\n{job_id}\n{event_id}".encode(), hashlib.sha256).hexdigest()[:16]
+    return f"{event_id}.{mac}"
+
+
+def verify_event_id(key: bytes, job_id: str, value: str, loc: str) -> int:
+    num, dot, _ = value.partition(".")
+    if dot and num.isascii() and num.isdigit() and len(num) <= 19 and int(num) <= MAX_EVENT_ID:
+        if hmac.compare_digest(sign_event_id(key, job_id, int(num)).encode(), value.encode()):
+            return int(num)
+    raise InvalidParameter(f"invalid {loc}", [{"loc": loc, "msg": "pass the id of an event this stream sent"}])
+
+
 async def _event_stream(service: Any, job_id: str, last: int, poll_s: float, heartbeat_s: float) -> AsyncIterator[str]:
     store = service.store
+    key = service.cursor_key
     waiter = service.notifier.waiter()
     last_sent = time.monotonic()
     try:
@@ -244,13 +256,16 @@ async def _event_stream(service: Any, job_id: str, last: int, poll_s: float, hea
             waiter.clear()
             rows = await asyncio.to_thread(store.events_after, job_id, last)
             for event_id, kind, payload in rows:
-                yield f"id: {event_id}\nevent: {kind}\ndata: {payload}\n\n"
+                yield f"id: {sign_event_id(key, job_id, event_id)}\nevent: {kind}\ndata: {payload}\n\n"
                 last = event_id
             if rows:
                 last_sent = time.monotonic()
                 continue
             job = await asyncio.to_thread(store.get_job, job_id)
             if job.status.terminal:
+                # The final events may have been stored between the read above and this one: send them first.
+                if await asyncio.to_thread(store.events_after, job_id, last, 1):
+                    continue
                 return
             if time.monotonic() - last_sent >= heartbeat_s:
                 yield ": heartbeat\n\n"
