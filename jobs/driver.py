@@ -8,7 +8,9 @@ duplicates). At the end the driver writes ``<storage_path>/<job_id>/result.json`
 ``job_failed`` with the traceback's last lines) and flushes the spool until a deadline. The service can also
 replay the spool and the result file itself after a restart.
 
-The spec comes from ``--spec-file`` or, by default, the ``LONGTAIL_JOB_SPEC`` environment variable.
+The spec comes from ``--spec-file`` or, by default, the ``LONGTAIL_JOB_SPEC`` environment variable. The secret
+comes from ``--secret-file`` (a 0600 file the service writes and removes once the job is final; the Ray job's
+environment is public to whoever can reach Ray's Jobs API), or ``LONGTAIL_DRIVER_SECRET`` for a manual run.
 """
 
 from __future__ import annotations
@@ -180,9 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--service-url", required=True)
     parser.add_argument("--storage-path", required=True)
     parser.add_argument("--flush-deadline-s", type=float, default=120.0)
+    parser.add_argument("--secret-file", type=Path, help=f"the per-job secret (default: ${SECRET_ENV})")
     args = parser.parse_args(argv)
 
-    secret = os.environ.get(SECRET_ENV, "")
+    secret = args.secret_file.read_text().strip() if args.secret_file else os.environ.get(SECRET_ENV, "")
     spec_text = args.spec_file.read_text() if args.spec_file else os.environ.get(SPEC_ENV)
     if not spec_text:
         print(f"[driver] no spec: pass --spec-file or set {SPEC_ENV}", file=sys.stderr)

@@ -50,7 +50,13 @@ MINIMISED_METRICS = frozenset({"nll", "ece"})
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: NaN and infinities are no value any field takes (a stored spec must stay valid JSON).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+SEED_LIMIT = 2**32  # numpy and torch take seeds in [0, 2^32)
+Seed = Annotated[int, Field(ge=0, lt=SEED_LIMIT)]
+MAX_EPOCHS = 1_000_000  # a bound for every epoch count (the service's max_epochs is usually far lower)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -255,7 +261,7 @@ class DigitsLT(_Strict):
     imbalance_factor: float = Field(50.0, ge=1)
     profile: Profile = "exp"
     test_per_class: int = Field(50, ge=1, le=150)
-    seed: int = 0
+    seed: Seed = 0
 
 
 class SyntheticLT(_Strict):
@@ -270,14 +276,14 @@ class SyntheticLT(_Strict):
     test_per_class: int = Field(50, ge=1, le=10_000)
     class_sep: float = Field(2.0, gt=0)
     noise: float = Field(1.0, gt=0)
-    seed: int = 0
+    seed: Seed = 0
 
 
 class _CifarLT(_Strict):
     path: str | None = Field(None, description="Folder with the CIFAR python pickles, relative to the data root.")
     imbalance_factor: float = Field(100.0, ge=1)
     profile: Profile = "exp"
-    seed: int = 0
+    seed: Seed = 0
     augment: bool = True
 
 
@@ -301,7 +307,7 @@ class NpzDataset(_Strict):
     num_classes: int | None = Field(None, ge=2, le=100_000)
     imbalance_factor: float | None = Field(None, ge=1)
     profile: Profile = "exp"
-    seed: int = 0
+    seed: Seed = 0
     class_names: list[str] | None = None
 
 
@@ -343,7 +349,10 @@ class Reweighting(_Strict):
     scheme: Literal["none", "inverse", "effective_number"] = "none"
     beta: float = Field(0.9999, ge=0, lt=1, description="effective_number only")
     start_epoch: int | None = Field(
-        None, ge=0, description="Deferred re-weighting: weights apply from this epoch (0-based); None = from the start."
+        None,
+        ge=0,
+        le=MAX_EPOCHS,
+        description="Deferred re-weighting: weights apply from this epoch (0-based); None = from the start.",
     )
 
     @property
@@ -405,7 +414,7 @@ class SEQLSpec(_Branch):
 class _IBBase(_Branch):
     alpha: SearchFloat(gt=0) = 1000.0
     epsilon: SearchFloat(gt=0) = 1e-3
-    start_epoch: SearchInt(ge=0) = Field(
+    start_epoch: SearchInt(ge=0, le=MAX_EPOCHS) = Field(
         0, description="Plain cross-entropy until this epoch (0-based), then the IB loss (IB's warm-up)."
     )
 
@@ -488,17 +497,19 @@ BRANCH_MODELS: dict[str, type[_Branch]] = {
 class TrainSpec(_Strict):
     """The training schedule (per trial)."""
 
-    epochs: int = Field(30, ge=1)
+    epochs: int = Field(30, ge=1, le=MAX_EPOCHS)
     batch_size: SearchInt(ge=1, le=65536) = 128
     optimizer: Annotated[_tagged(str), _categorical_checker(("sgd", "adamw"))] = "sgd"
     lr: SearchFloat(gt=0, le=10) = 0.1
     momentum: SearchFloat(ge=0, lt=1) = 0.9
     weight_decay: SearchFloat(ge=0, le=1) = 5e-4
     schedule: Literal["cosine", "step", "constant"] = "cosine"
-    milestones: list[int] = Field(default_factory=list, description="Epochs at which 'step' multiplies lr by lr_decay.")
+    milestones: list[Annotated[int, Field(ge=-MAX_EPOCHS, le=MAX_EPOCHS)]] = Field(
+        default_factory=list, max_length=100, description="Epochs at which 'step' multiplies lr by lr_decay."
+    )
     lr_decay: float = Field(0.1, gt=0, le=1)
-    warmup_epochs: int = Field(0, ge=0, description="Linear learning-rate warm-up epochs.")
-    seed: int = Field(0, ge=0)
+    warmup_epochs: int = Field(0, ge=0, le=MAX_EPOCHS, description="Linear learning-rate warm-up epochs.")
+    seed: Seed = 0
 
     @model_validator(mode="after")
     def _schedule(self) -> TrainSpec:
@@ -559,13 +570,16 @@ class TuneSpec(_Strict):
     search: Literal["random", "grid", "tpe"] = "random"
     scheduler: Literal["fifo", "asha"] = "fifo"
     grace_period: int | None = Field(
-        None, ge=1, description="ASHA: epochs before a trial can be stopped (never before re-balancing starts)."
+        None,
+        ge=1,
+        le=MAX_EPOCHS,
+        description="ASHA: epochs before a trial can be stopped (never before re-balancing starts).",
     )
     reduction_factor: int = Field(3, ge=2, le=10)
     max_concurrent_trials: int | None = Field(
         None, ge=1, le=1000, description="Default: as many trials as the cluster's CPUs and GPUs hold at once."
     )
-    seed: int | None = 0
+    seed: Seed | None = 0
     control: bool = Field(True, description="Add one plain cross-entropy trial with the same model and schedule.")
 
     @property

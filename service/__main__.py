@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
-import uvicorn
-
 from service.app import create_app
+from service.server import serve
 from service.settings import Settings
 
 
@@ -21,7 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings(**overrides)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level, access_log=False)
+    serve(app, settings, log_level=args.log_level)
 
 
 if __name__ == "__main__":

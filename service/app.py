@@ -18,7 +18,7 @@ from service.core import JobService
 from service.dispatcher import Dispatcher
 from service.errors import install_error_handlers
 from service.metrics import Metrics, MetricsMiddleware
-from service.middleware import BodyLimitMiddleware
+from service.middleware import PUBLIC_PATHS, AuthMiddleware, BodyLimitMiddleware, SecurityHeadersMiddleware
 from service.routers import catalog, health, internal, jobs
 from service.settings import Settings, get_settings, is_loopback
 from service.store import JobStore
@@ -78,10 +78,17 @@ def create_app(
     app.include_router(catalog.router)
     app.include_router(health.router)
     app.include_router(internal.router)
+    # Added innermost first: a request meets the security headers, the metrics, authentication (before any body is
+    # read), then the body-size limit and read timeout.
     app.add_middleware(
-        BodyLimitMiddleware, max_bytes=settings.max_body_bytes, internal_max_bytes=settings.max_event_body_bytes
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        internal_max_bytes=settings.max_event_body_bytes,
+        read_timeout_s=settings.body_read_timeout_s,
     )
+    app.add_middleware(AuthMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(SecurityHeadersMiddleware)
     _mount_ui(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
@@ -115,5 +122,34 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         "required": True,
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobSpec"}}},
     }
+    # Every error body is an ErrorResponse, request validation's 422 included (service.errors).
+    error_ref = {"$ref": "#/components/schemas/ErrorResponse"}
+    for operations in schema["paths"].values():
+        for operation in operations.values():
+            for response in operation.get("responses", {}).values():
+                for media in (response.get("content") or {}).values():
+                    if media.get("schema", {}).get("$ref", "").endswith("/HTTPValidationError"):
+                        media["schema"] = error_ref
+    components.pop("HTTPValidationError", None)
+    components.pop("ValidationError", None)
+    # Authentication: a bearer token everywhere but the public paths (when tokens are configured), the driver
+    # secret on /internal (AuthMiddleware checks both before a body is read).
+    schema["components"]["securitySchemes"] = {
+        "bearer": {"type": "http", "scheme": "bearer", "description": "An API token (LONGTAIL_API_TOKENS)"},
+        "driverSecret": {"type": "apiKey", "in": "header", "name": "X-Longtail-Driver-Secret"},
+    }
+    for path, operations in schema["paths"].items():
+        if path in PUBLIC_PATHS:
+            continue
+        for operation in operations.values():
+            operation["security"] = [{"driverSecret": []}] if path.startswith("/internal/") else [{"bearer": []}]
+            if not path.startswith("/internal/"):
+                operation.setdefault("responses", {}).setdefault(
+                    "401",
+                    {
+                        "description": "Missing or invalid bearer token",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
+                    },
+                )
     app.openapi_schema = schema
     return schema

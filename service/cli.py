@@ -347,10 +347,10 @@ def _client(args: argparse.Namespace) -> Client:
 def cmd_serve(args: argparse.Namespace) -> int:
     import logging
 
-    import uvicorn
     from pydantic import ValidationError
 
     from service.app import create_app
+    from service.server import serve
     from service.settings import Settings
 
     names = {
@@ -377,7 +377,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         app = create_app(settings)
     except RuntimeError as exc:
         raise LongtailError(str(exc)) from None
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level, access_log=False)
+    serve(app, settings, log_level=args.log_level)
     return EXIT_OK
 
 

@@ -17,12 +17,17 @@ import hashlib
 import hmac
 import json
 import logging
+import os
+import re
 import secrets
+import sys
 import threading
 from pathlib import Path
 from typing import Any
 
-from service.dispatcher import Dispatcher, DriverState, Submission
+from pydantic import TypeAdapter, ValidationError
+
+from service.dispatcher import PROJECT_ROOT, Dispatcher, DriverState, Submission
 from service.errors import (
     Forbidden,
     IdempotencyConflict,
@@ -32,13 +37,16 @@ from service.errors import (
     Unauthorized,
     Unavailable,
 )
+from service.schemas import DriverEvent
 from service.settings import Settings
 from service.store import JobRecord, JobStatus, JobStore
 from service.validation import feasibility_details, parse_spec, resolve_dataset_paths
 
 logger = logging.getLogger("service.core")
 
+_EVENT: TypeAdapter[Any] = TypeAdapter(DriverEvent)
 MAX_SUBMIT_ATTEMPTS = 20
+_RAY_SESSION = re.compile(r"/[\w./-]*?/ray/session_[\w.-]+")
 LOST_BY_CLUSTER = "the Ray cluster no longer knows this job (it was restarted?)"
 
 
@@ -52,6 +60,53 @@ def body_hash(body: Any) -> str:
 
 def submission_id_for(job_id: str) -> str:
     return f"longtail-{job_id}"
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to a file only its owner can read (0600, in a 0700 folder), never through a symlink."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def load_or_create_key(path: Path) -> bytes:
+    """A random 32-byte key kept in a private file (created on first use), e.g. to sign list cursors."""
+    try:
+        key = bytes.fromhex(path.read_text().strip())
+        if len(key) >= 32:
+            return key
+    except (OSError, ValueError):
+        pass
+    key = secrets.token_bytes(32)
+    write_private(path, key.hex())
+    return key
+
+
+def relative_paths(value: Any, roots: list[tuple[str, str]]) -> Any:
+    """A copy of an event with every absolute path under one of ``roots`` (prefix, label) made relative to it.
+
+    Owners see ``checkpoint_path`` as ``tune-job_x/trial/checkpoint_000003``, never the server's directories.
+    """
+    if isinstance(value, str):
+        for prefix, label in roots:
+            if value == prefix:
+                return label or "."
+            if value.startswith(prefix + "/"):
+                rest = value[len(prefix) + 1 :]
+                return f"{label}/{rest}" if label else rest
+        return value
+    if isinstance(value, dict):
+        return {k: relative_paths(v, roots) for k, v in value.items()}
+    if isinstance(value, list):
+        return [relative_paths(v, roots) for v in value]
+    return value
 
 
 class Notifier:
@@ -125,6 +180,13 @@ class JobService:
         self._submitting: set[str] = set()
         self._submit_attempts: dict[str, int] = {}
         self._tick_lock: asyncio.Lock | None = None
+        assert settings.secrets_dir is not None and settings.storage_path is not None and settings.data_root is not None
+        self.secrets_dir = Path(settings.secrets_dir)
+        self.cursor_key = load_or_create_key(self.secrets_dir / "cursor.key")
+        # Longest first: a storage path inside the data root (or the other way round) keeps its own label.
+        roots = [(str(settings.storage_path), ""), (str(settings.data_root), "data")]
+        roots.append((str(settings.state_dir), "state"))
+        self.path_roots = sorted(roots, key=lambda r: -len(r[0]))
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -176,6 +238,7 @@ class JobService:
                 return
             await self.reconcile()
             await self.dispatch()
+            self.sweep_secrets()
 
     # -- accepting jobs --------------------------------------------------------------------------------------------
     def create(self, owner: str, body: Any, idempotency_key: str | None) -> tuple[JobRecord, bool]:
@@ -238,11 +301,16 @@ class JobService:
         if not self.store.prepare_dispatch(job.id, sub_id, secret_hash(secret)):
             return  # cancelled meanwhile
         assert self.settings.storage_path is not None
+        # The driver reads its secret from a 0600 file: the Ray job's env vars and entrypoint are public to anyone
+        # who can reach Ray's Jobs API or read its logs.
+        secret_file = self.secret_file(job.id)
+        write_private(secret_file, secret)
         submission = Submission(
             job_id=job.id,
             submission_id=sub_id,
             spec_json=job.run_spec,
             secret=secret,
+            secret_file=str(secret_file),
             service_url=str(self.settings.public_url),
             storage_path=str(self.settings.storage_path),
         )
@@ -276,7 +344,27 @@ class JobService:
             self.store.transition(job_id, JobStatus.FAILED, error=error)
         except IllegalTransition:
             pass
+        self.expire_secret(job_id)
         self.notifier.notify()
+
+    # -- driver secrets --------------------------------------------------------------------------------------------
+    def secret_file(self, job_id: str) -> Path:
+        return self.secrets_dir / f"{job_id}.secret"
+
+    def expire_secret(self, job_id: str) -> None:
+        """Remove a job's secret file (its hash no longer opens /internal either: the job is final)."""
+        self.secret_file(job_id).unlink(missing_ok=True)
+
+    def sweep_secrets(self) -> None:
+        """Remove the secret files of jobs that are final or unknown (missed by a crash between the two writes)."""
+        for path in self.secrets_dir.glob("*.secret"):
+            job_id = path.name[: -len(".secret")]
+            try:
+                final = self.store.get_job(job_id).status.terminal
+            except NotFound:
+                final = True
+            if final:
+                path.unlink(missing_ok=True)
 
     # -- reconciling -----------------------------------------------------------------------------------------------
     async def reconcile(self) -> None:
@@ -327,13 +415,13 @@ class JobService:
         if spool.is_file():
             events = []
             for line in spool.read_text().splitlines():
-                try:
-                    events.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue  # a torn last line
+                try:  # the same typed check as over HTTP; a torn last line or a malformed event is skipped
+                    events.append(_EVENT.validate_json(line).model_dump(exclude_unset=True))
+                except ValidationError:
+                    continue
             if events:
                 found = True
-                self.ingest(job_id, [e for e in events if isinstance(e.get("seq"), int)])
+                self.ingest(job_id, events)
         result_file = self.job_dir(job_id) / "result.json"
         if result_file.is_file() and not self.store.get_job(job_id).status.terminal:
             try:
@@ -341,9 +429,14 @@ class JobService:
             except json.JSONDecodeError:
                 result = None
             if isinstance(result, dict):
-                found = True
                 seq = (self.store.max_seq(job_id) or 0) + 1_000_000
-                self.ingest(job_id, [{"seq": seq, "type": "job_finished", "result": result}])
+                try:
+                    event = _EVENT.validate_python({"seq": seq, "type": "job_finished", "result": result})
+                except ValidationError:
+                    logger.warning("job %s: %s does not hold a valid JobResult", job_id, result_file)
+                else:
+                    found = True
+                    self.ingest(job_id, [event.model_dump(exclude_unset=True)])
         if found:
             self.notifier.notify()
         return found
@@ -355,11 +448,13 @@ class JobService:
         if job.submission_id:  # running, or queued with a submission that may have reached Ray
             await self.dispatcher.cancel(job.submission_id)
         updated = self.store.transition(job.id, JobStatus.CANCELLED, error="cancelled by the user")
+        self.expire_secret(job.id)
         self.notifier.notify()
         self.kick()
         return updated
 
     def check_driver_secret(self, job_id: str, secret: str | None) -> JobRecord:
+        """The job whose driver holds ``secret``: 401 without one, 403 for a wrong one and once the job is final."""
         if not secret:
             raise Unauthorized("missing driver secret")
         try:
@@ -369,17 +464,29 @@ class JobService:
         expected = job.secret_hash or ""
         if not hmac.compare_digest(secret_hash(secret), expected):
             raise Forbidden("invalid driver secret")
+        if job.status.terminal:
+            raise Forbidden(f"job {job.id} is {job.status}: its driver secret has expired", {"status": str(job.status)})
         return job
 
     def ingest(self, job_id: str, events: list[dict[str, Any]]) -> tuple[int, int]:
+        events = [relative_paths(e, self.path_roots) for e in events]
         accepted, duplicates = self.store.ingest(job_id, events)
-        if any(e.get("type") == "job_finished" for e in events):
-            self.results_cache.discard(job_id)  # a late result of a cancelled job replaces what was served
         if accepted:
             self.notifier.notify()
             if any(e.get("type") in ("job_finished", "job_failed") for e in events):
+                if self.store.get_job(job_id).status.terminal:
+                    self.expire_secret(job_id)
                 self.kick()  # a slot is free: start the next queued job
         return accepted, duplicates
+
+    def relative_text(self, text: str) -> str:
+        """``text`` (a log) with the server's absolute directories replaced by relative names."""
+        for prefix, label in self.path_roots:
+            text = text.replace(prefix + "/", f"{label}/" if label else "").replace(prefix, label or ".")
+        text = _RAY_SESSION.sub("<ray-session>", text)
+        for prefix, label in ((sys.prefix, "<python>"), (str(PROJECT_ROOT), "<service>")):
+            text = text.replace(prefix, label)
+        return text
 
     async def logs(self, job: JobRecord, tail: int) -> str:
         if job.submission_id is None:
@@ -390,5 +497,5 @@ class JobService:
             text = ""
         if not text and job.error and "--- last log lines ---" in job.error:
             text = job.error.split("--- last log lines ---\n", 1)[1]
-        lines = text.splitlines()
+        lines = self.relative_text(text).splitlines()
         return "\n".join(lines[-tail:]) + ("\n" if lines else "")

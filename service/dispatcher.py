@@ -50,7 +50,11 @@ class DriverInfo:
 
 @dataclass(frozen=True)
 class Submission:
-    """What a driver needs: its job, the (resolved) spec JSON, the per-job secret and where to report."""
+    """What a driver needs: its job, the (resolved) spec JSON, the per-job secret and where to report.
+
+    ``secret`` stays in the service: the driver reads it from ``secret_file`` (0600, under the service's secrets
+    folder), because Ray's Jobs API shows a job's entrypoint and ``runtime_env`` to anyone who can reach it.
+    """
 
     job_id: str
     submission_id: str
@@ -58,6 +62,7 @@ class Submission:
     secret: str
     service_url: str
     storage_path: str
+    secret_file: str = ""
 
 
 class Dispatcher(Protocol):
@@ -101,13 +106,15 @@ def driver_entrypoint(sub: Submission, python: str = sys.executable) -> str:
         "--storage-path",
         sub.storage_path,
     ]
+    if sub.secret_file:
+        args += ["--secret-file", sub.secret_file]
     return " ".join(shlex.quote(a) for a in args)
 
 
 def driver_env(sub: Submission) -> dict[str, str]:
-    """Environment of the driver: the secret and the spec travel here, never in argv (visible in `ps`)."""
+    """Environment of the driver: the spec, never the secret (Ray's Jobs API and logs show ``runtime_env``)."""
     pythonpath = os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    env = {"LONGTAIL_DRIVER_SECRET": sub.secret, "LONGTAIL_JOB_SPEC": sub.spec_json, "PYTHONPATH": pythonpath}
+    env = {"LONGTAIL_JOB_SPEC": sub.spec_json, "PYTHONPATH": pythonpath}
     for key in ("RAY_AUTH_MODE",):
         if key in os.environ:
             env[key] = os.environ[key]

@@ -9,6 +9,8 @@ Every error leaves the service as ``{"error": {"code", "message", "details"}}``:
     ├── NothingToPlot       409    no_finished_trials (a plot before any epoch was reported)
     ├── QuotaExceeded       429    quota_exceeded
     ├── SpecRejected        422    invalid_spec      (details: [{"loc", "msg"}])
+    ├── InvalidParameter    422    invalid_parameter (a query parameter or header: cursor, after, Last-Event-ID)
+    ├── InvalidJSON         422    validation_error  (a body that is not strict JSON: NaN/Infinity are refused)
     ├── Unauthorized        401    unauthorized
     ├── Forbidden           403    forbidden
     ├── PayloadTooLarge     413    payload_too_large
@@ -66,6 +68,14 @@ class SpecRejected(DomainError):
     status_code, code = 422, "invalid_spec"
 
 
+class InvalidParameter(DomainError):
+    status_code, code = 422, "invalid_parameter"
+
+
+class InvalidJSON(DomainError):
+    status_code, code = 422, "validation_error"
+
+
 class Unauthorized(DomainError):
     status_code, code = 401, "unauthorized"
 
@@ -120,9 +130,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        from service.schemas import EVENT_TAGS  # late: schemas imports the store, which imports this module
+
         details = []
         for err in exc.errors():
-            loc = [p for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")] or list(err["loc"])
+            raw = list(err.get("loc", ()))
+            # Drop the tags pydantic puts in a tagged union's loc ("events[0].epoch.trial_id" -> "events[0].trial_id").
+            raw = [p for i, p in enumerate(raw) if not (p in EVENT_TAGS and i and isinstance(raw[i - 1], int))]
+            loc = [p for p in raw if p not in ("body", "query", "path", "header")] or list(err["loc"])
             details.append({"loc": loc_to_path(loc), "msg": err.get("msg", ""), "type": err.get("type", "")})
         return JSONResponse(error_body("validation_error", "the request is invalid", details), 422)
 
@@ -135,6 +150,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         error_id = uuid.uuid4().hex[:16]
         logger.error("unhandled error %s on %s %s", error_id, request.method, request.url.path, exc_info=exc)
-        return JSONResponse(
-            error_body("internal_error", f"internal error (id {error_id})", {"error_id": error_id}), 500
+        return JSONResponse(  # the server drops the connection after a 500: say so
+            error_body("internal_error", f"internal error (id {error_id})", {"error_id": error_id}),
+            500,
+            headers={"Connection": "close"},
         )

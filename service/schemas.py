@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag
 
 from service.store import JobStatus
 
@@ -86,14 +86,104 @@ class JobResults(BaseModel):
     branches: list[dict[str, Any]]
 
 
-class DriverEvent(BaseModel):
-    """One event of a driver (docs/ARCHITECTURE.md) with the driver's sequence number."""
+# -- driver events (POST /internal/jobs/{id}/events) -------------------------------------------------------------
+# Every event is validated against the model of its type, so that a malformed one is a 422 naming the field, never
+# a 500 in the store. Unknown types (a newer driver) are kept as they are: they only need a seq and a type.
+_Id = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+_Text = Annotated[str, StringConstraints(max_length=20_000)]
+_SmallInt = Annotated[int, Field(ge=-1, le=1_000_000)]
 
-    model_config = ConfigDict(extra="allow")
+
+class _EventBase(BaseModel):
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     seq: int = Field(ge=0, le=2**62)
-    type: str = Field(min_length=1, max_length=32)
-    time: float | None = None
+    time: float | None = Field(None, ge=0, le=1e11)
+
+
+class TrialStarted(_EventBase):
+    type: Literal["trial_started"]
+    trial_id: _Id
+    branch: Annotated[str, StringConstraints(max_length=128)] | None = None
+    branch_index: _SmallInt | None = None
+    is_control: bool = False
+    config: dict[str, Any] | None = None
+
+
+class EpochEvent(_EventBase):
+    type: Literal["epoch"]
+    trial_id: _Id
+    epoch: Annotated[int, Field(ge=0, le=1_000_000)]
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    checkpoint_path: Annotated[str, StringConstraints(max_length=4096)] | None = None
+
+
+class TrialFinished(_EventBase):
+    type: Literal["trial_finished"]
+    trial_id: _Id
+    status: Annotated[str, StringConstraints(min_length=1, max_length=32)] | None = None
+    error: _Text | None = None
+
+
+class _TrialBestIn(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    epoch: _SmallInt | None = None
+    value: float | None = None
+
+
+class _TrialResultIn(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    trial_id: _Id
+    branch: Annotated[str, StringConstraints(max_length=128)] | None = None
+    branch_index: _SmallInt | None = None
+    is_control: bool = False
+    config: dict[str, Any] | None = None
+    status: Annotated[str, StringConstraints(max_length=32)] | None = None
+    error: _Text | None = None
+    best: _TrialBestIn | None = None
+    history: list[dict[str, Any]] | None = None
+
+
+class _JobResultIn(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    trials: list[_TrialResultIn] = Field(default_factory=list, max_length=100_000)
+
+
+class JobFinished(_EventBase):
+    type: Literal["job_finished"]
+    result: _JobResultIn | None = None
+
+
+class JobFailed(_EventBase):
+    type: Literal["job_failed"]
+    error: _Text | None = None
+
+
+class OtherEvent(_EventBase):
+    type: Annotated[str, StringConstraints(min_length=1, max_length=32, pattern=r"^[a-z][a-z0-9_]*$")]
+
+
+_KNOWN_EVENTS = ("trial_started", "epoch", "trial_finished", "job_finished", "job_failed")
+EVENT_TAGS = frozenset({*_KNOWN_EVENTS, "other"})
+
+
+def _event_kind(value: Any) -> str:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return kind if kind in _KNOWN_EVENTS else "other"
+
+
+DriverEvent = Annotated[
+    Annotated[TrialStarted, Tag("trial_started")]
+    | Annotated[EpochEvent, Tag("epoch")]
+    | Annotated[TrialFinished, Tag("trial_finished")]
+    | Annotated[JobFinished, Tag("job_finished")]
+    | Annotated[JobFailed, Tag("job_failed")]
+    | Annotated[OtherEvent, Tag("other")],
+    Discriminator(_event_kind),
+]
 
 
 class EventBatch(BaseModel):

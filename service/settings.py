@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     store_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///<state_dir>/longtail.db")
     storage_path: Path | None = Field(None, description="Ray Tune experiments; default <state_dir>/ray_results")
     data_root: Path | None = Field(None, description="Dataset files live under it; default <state_dir>/data")
+    secrets_dir: Path | None = Field(
+        None,
+        description="Per-job driver secrets (0600 files) and the cursor key; default <state_dir>/secrets. "
+        "With a remote Ray cluster it must be readable by the driver's node, like storage_path.",
+    )
 
     ray_address: str | None = Field(
         None, description="An existing cluster ('auto', 'ray://...', 'host:6379'); None = embedded"
@@ -55,7 +60,15 @@ class Settings(BaseSettings):
     max_jobs_per_owner: int = Field(10, ge=1, description="Queued + running jobs per owner")
     max_running_jobs: int = Field(1, ge=1, description="Jobs running on Ray at once; the rest wait as queued")
     max_body_bytes: int = Field(1 << 20, ge=1024)
-    max_event_body_bytes: int = Field(64 << 20, ge=1024, description="Driver event batches (a JobResult can be large)")
+    max_event_body_bytes: int = Field(
+        16 << 20,
+        ge=1024,
+        description="Driver event batches: the driver sends <= 200 events a batch (an epoch event is ~0.3-40 KB with "
+        "per-class metrics), and the final JobResult of 65 trials x 500 epochs is ~9 MB",
+    )
+    body_read_timeout_s: float = Field(30.0, gt=0, description="A request body that stalls this long gets 408")
+    header_read_timeout_s: float = Field(10.0, gt=0, description="A connection without complete headers is closed")
+    keep_alive_timeout_s: float = Field(5.0, gt=0, description="An idle kept-alive connection is closed")
     max_workers_per_trial: int = Field(64, ge=1)
 
     reconcile_interval_s: float = Field(5.0, gt=0)
@@ -92,6 +105,7 @@ class Settings(BaseSettings):
             self.store_url = f"sqlite:///{self.state_dir / 'longtail.db'}"
         self.storage_path = (self.storage_path or self.state_dir / "ray_results").expanduser().absolute()
         self.data_root = (self.data_root or self.state_dir / "data").expanduser().absolute()
+        self.secrets_dir = (self.secrets_dir or self.state_dir / "secrets").expanduser().absolute()
         if self.public_url is None:
             self.public_url = f"http://127.0.0.1:{self.port}"
         return self

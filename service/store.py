@@ -228,7 +228,10 @@ def decode_cursor(cursor: str) -> int:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         if not text.startswith("n:"):
             raise ValueError
-        return int(text[2:])
+        num = int(text[2:])
+        if not 0 <= num < 2**62 or len(text) > 24:
+            raise ValueError
+        return num
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValueError("invalid cursor") from exc
 
@@ -589,13 +592,12 @@ class JobStore:
                 },
             )
         elif kind == "job_finished":
+            if self._job_status(conn, job_id).terminal:
+                return  # a final job's trials and result are immutable
             result = event.get("result") or {}
             self._sync_trials_from_result(conn, job_id, result, when)
             if self._job_status(conn, job_id) is JobStatus.RUNNING:
                 self._transition(conn, job_id, JobStatus.SUCCEEDED, result=result)
-            elif self._job_status(conn, job_id) is not JobStatus.QUEUED:
-                # Keep the result even if the job was cancelled or failed meanwhile: it is real data.
-                conn.execute(jobs_table.update().where(jobs_table.c.id == job_id).values(result=_dumps(result)))
         elif kind == "job_failed":
             if self._job_status(conn, job_id) is JobStatus.RUNNING:
                 self._transition(conn, job_id, JobStatus.FAILED, error=str(event.get("error") or "the job failed"))

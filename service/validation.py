@@ -5,7 +5,9 @@ Every problem becomes a ``SpecRejected`` (422) whose details list ``{"loc": "<fi
 
 from __future__ import annotations
 
+import math
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,9 @@ def validation_details(exc: ValidationError, data: Any) -> list[dict[str, str]]:
 
 def parse_spec(body: Any, settings: Settings) -> JobSpec:
     """Validate a request body as a JobSpec under the deployment's limits."""
+    out_of_range = list(_unsafe_numbers(body, ""))
+    if out_of_range:
+        raise SpecRejected("the job spec is invalid", out_of_range[:20])
     try:
         spec = JobSpec.model_validate(
             body, context={"max_trials": settings.max_trials_per_job, "max_epochs": settings.max_epochs}
@@ -83,6 +88,25 @@ def parse_spec(body: Any, settings: Settings) -> JobSpec:
     return spec
 
 
+MAX_SPEC_INT = 2**53  # the largest integer every JSON reader (and a float64) holds exactly
+
+
+def _unsafe_numbers(value: Any, loc: str) -> Any:
+    """Numbers no spec field takes, wherever they are: non-finite floats, integers beyond +-2^53."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int) and abs(value) > MAX_SPEC_INT:
+        yield {"loc": loc or "body", "msg": f"{str(value)[:30]} is out of range (|n| <= 2^53)", "type": "number_range"}
+    elif isinstance(value, float) and not math.isfinite(value):
+        yield {"loc": loc or "body", "msg": "NaN and infinities are not numbers a spec takes", "type": "finite_number"}
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _unsafe_numbers(item, f"{loc}.{key}" if loc else str(key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _unsafe_numbers(item, f"{loc}[{i}]")
+
+
 def resolve_dataset_paths(spec: JobSpec, data_root: Path) -> JobSpec:
     """The spec with each dataset path replaced by its resolved absolute path inside ``data_root``.
 
@@ -95,8 +119,13 @@ def resolve_dataset_paths(spec: JobSpec, data_root: Path) -> JobSpec:
     root = data_root.resolve()
     resolved: dict[str, str] = {}
     details = []
+    want_dir = spec.dataset.name in DIRECTORY_DATASETS
     for field, raw in paths.items():
         loc = f"dataset.{field}"
+        problem = _path_problem(raw)
+        if problem:
+            details.append({"loc": loc, "msg": problem, "type": "path_invalid"})
+            continue
         candidate = Path(raw)
         joined = candidate if candidate.is_absolute() else root / candidate
         # Lexical check first (before touching the filesystem), then the real path with symlinks resolved.
@@ -110,13 +139,45 @@ def resolve_dataset_paths(spec: JobSpec, data_root: Path) -> JobSpec:
                 {"loc": loc, "msg": f"{raw!r} is a symlink leading outside the data root", "type": "path_outside_root"}
             )
             continue
-        if not real.exists():
+        try:
+            mode = real.stat().st_mode
+        except (FileNotFoundError, NotADirectoryError):
             details.append({"loc": loc, "msg": f"{raw!r} does not exist under the data root", "type": "path_missing"})
+            continue
+        except OSError as exc:
+            details.append({"loc": loc, "msg": f"{raw!r} cannot be read: {exc.strerror}", "type": "path_invalid"})
+            continue
+        if want_dir and not stat.S_ISDIR(mode):
+            details.append({"loc": loc, "msg": f"{raw!r} is not a directory", "type": "path_not_directory"})
+            continue
+        if not want_dir and not stat.S_ISREG(mode):
+            details.append({"loc": loc, "msg": f"{raw!r} is not a regular file", "type": "path_not_file"})
             continue
         resolved[field] = str(real)
     if details:
         raise SpecRejected("a dataset path is not usable", details)
     return spec.with_dataset_params(**resolved)
+
+
+# Datasets whose path names a folder (CIFAR's python pickles); every other dataset path names a regular file.
+DIRECTORY_DATASETS = frozenset({"cifar10_lt", "cifar100_lt"})
+MAX_PATH_CHARS = 1024
+MAX_COMPONENT_CHARS = 255
+
+
+def _path_problem(raw: str) -> str | None:
+    """Why ``raw`` can never be a dataset path (checked before the filesystem is touched), or None."""
+    if not raw.strip():
+        return "an empty path"
+    if "\x00" in raw:
+        return "a path with a NUL byte"
+    if len(raw) > MAX_PATH_CHARS:
+        return f"a path longer than {MAX_PATH_CHARS} characters"
+    if any(len(part.encode()) > MAX_COMPONENT_CHARS for part in raw.split("/")):
+        return f"a path component longer than {MAX_COMPONENT_CHARS} bytes"
+    if any(ord(c) < 32 for c in raw):
+        return "a path with a control character"
+    return None
 
 
 def _normpath(path: Path) -> str:

@@ -3,29 +3,41 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
+import math
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, Query, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from service.deps import JobDep, OwnerDep, ServiceDep, SettingsDep, StoreDep
-from service.errors import NotFound, NothingToPlot, SpecRejected
+from service.errors import InvalidJSON, InvalidParameter, NotFound, NothingToPlot
 from service.results import partial_result
 from service.schemas import ErrorResponse, JobList, JobRead, JobResults
 from service.store import JobRecord, JobStatus, JobStore
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
+_AUTH: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "Missing or invalid bearer token"},
+}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_AUTH,
     404: {"model": ErrorResponse, "description": "No such job (or another owner's)"},
 }
+# For routes whose success is not JSON: FastAPI would document a ``model`` under the route's media type.
+_ERROR_JSON = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
+_JSON_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"description": value["description"], "content": _ERROR_JSON} for code, value in _ERRORS.items()
+}
+MAX_EVENT_ID = 2**62
 
 
 def job_read(job: JobRecord, store: JobStore) -> JobRead:
@@ -56,42 +68,96 @@ def job_read(job: JobRecord, store: JobStore) -> JobRead:
     status_code=201,
     response_model=JobRead,
     responses={
-        **_ERRORS,
+        **_AUTH,
         409: {"model": ErrorResponse, "description": "Idempotency-Key reused with a different body"},
         413: {"model": ErrorResponse, "description": "Body too large"},
-        422: {"model": ErrorResponse, "description": "Invalid spec (details name each field path)"},
+        422: {
+            "model": ErrorResponse,
+            "description": "Not strict JSON (code validation_error; NaN and Infinity are refused) or an invalid spec "
+            "(code invalid_spec; details name each field path)",
+        },
         429: {"model": ErrorResponse, "description": "Too many queued or running jobs for this owner"},
     },
 )
-def create_job(
-    body: Annotated[dict[str, Any], Body(description="A JobSpec")],
+async def create_job(
+    request: Request,
     response: Response,
     service: ServiceDep,
     owner: OwnerDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JobRead:
-    """Queue a job. With an ``Idempotency-Key``, a retried request returns the job the first one created."""
-    job, created = service.create(owner, body, idempotency_key)
+    """Queue a job (the body is a JobSpec). With an ``Idempotency-Key``, a retried request returns the job the first
+    one created."""
+    body = parse_strict_json(await request.body())  # after AuthMiddleware, bounded by BodyLimitMiddleware
+    if not isinstance(body, dict):
+        msg = "the body must be a JSON object (a JobSpec)"
+        raise InvalidJSON(msg, [{"loc": "body", "msg": msg, "type": "dict_type"}])
+    job, created = await run_in_threadpool(service.create, owner, body, idempotency_key)
     response.headers["Location"] = f"/jobs/{job.id}"
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
-    return job_read(job, service.store)
+    return await run_in_threadpool(job_read, job, service.store)
 
 
-@router.get("", response_model=JobList, responses=_ERRORS)
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]} does not fit a 64-bit float")
+    return value
+
+
+def parse_strict_json(raw: bytes) -> Any:
+    """Strict JSON: ``NaN``/``Infinity``, numbers that overflow a float (``1e999``) and non-UTF-8 bytes are a 422."""
+    try:
+        return json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        msg = f"the body is not strict JSON: {str(exc)[:200]}"
+        raise InvalidJSON(msg, [{"loc": "body", "msg": msg, "type": "json_invalid"}]) from None
+
+
+def sign_cursor(key: bytes, owner: str, cursor: str) -> str:
+    """An opaque page cursor bound to its owner: the store's cursor plus an HMAC."""
+    mac = hmac.new(key, f"{owner}\n{cursor}".encode(), hashlib.sha256).hexdigest()[:24]
+    return f"{cursor}.{mac}"
+
+
+def verify_cursor(key: bytes, owner: str, signed: str) -> str:
+    cursor, dot, _ = signed.rpartition(".")
+    if not dot or not hmac.compare_digest(sign_cursor(key, owner, cursor).encode(), signed.encode()):
+        raise InvalidParameter(
+            "invalid cursor: pass the next_cursor of a previous page", [{"loc": "cursor", "msg": "invalid cursor"}]
+        )
+    return cursor
+
+
+@router.get(
+    "",
+    response_model=JobList,
+    responses={**_AUTH, 422: {"model": ErrorResponse, "description": "An invalid query parameter or cursor"}},
+)
 def list_jobs(
     store: StoreDep,
+    service: ServiceDep,
     owner: OwnerDep,
     status: Annotated[list[JobStatus] | None, Query(description="Only jobs with these statuses")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> JobList:
     """The caller's jobs, newest first."""
+    key = service.cursor_key
+    raw = verify_cursor(key, owner, cursor) if cursor is not None else None
     try:
-        jobs, next_cursor = store.list_jobs(owner=owner, statuses=status or (), limit=limit, cursor=cursor)
+        jobs, next_cursor = store.list_jobs(owner=owner, statuses=status or (), limit=limit, cursor=raw)
     except ValueError as exc:
-        raise SpecRejected("invalid query", [{"loc": "cursor", "msg": str(exc), "type": "value_error"}]) from None
-    return JobList(items=[job_read(j, store) for j in jobs], next_cursor=next_cursor)
+        raise InvalidParameter("invalid cursor", [{"loc": "cursor", "msg": str(exc)}]) from None
+    return JobList(
+        items=[job_read(j, store) for j in jobs],
+        next_cursor=sign_cursor(key, owner, next_cursor) if next_cursor else None,
+    )
 
 
 @router.get("/{job_id}", response_model=JobRead, responses=_ERRORS)
@@ -132,25 +198,32 @@ def _results_body(service: Any, job_id: str, owner: str) -> bytes:
 
 @router.get(
     "/{job_id}/events",
-    responses={**_ERRORS, 200: {"content": {"text/event-stream": {}}, "description": "Server-sent events"}},
+    responses={
+        **_JSON_ERRORS,
+        200: {"content": {"text/event-stream": {}}, "description": "Server-sent events"},
+        422: {"description": "An invalid after or Last-Event-ID", "content": _ERROR_JSON},
+    },
     response_class=StreamingResponse,
 )
 async def job_events(
     job: JobDep,
     service: ServiceDep,
     settings: SettingsDep,
-    last_event_id: Annotated[str | None, Header(max_length=32)] = None,
-    after: Annotated[int | None, Query(ge=0, description="Replay events after this id (like Last-Event-ID)")] = None,
+    last_event_id: Annotated[str | None, Header(max_length=64)] = None,
+    after: Annotated[
+        str | None, Query(max_length=64, description="Replay events after this event id (like Last-Event-ID)")
+    ] = None,
 ) -> StreamingResponse:
     """Status changes and driver events as server-sent events: stored ones after ``Last-Event-ID``, then live.
 
-    Each message has ``id`` (for resuming), ``event`` (the type) and ``data`` (the event's JSON). A comment line
-    is sent as a heartbeat; the stream ends once the job is finished and everything was sent.
+    Each message has ``id`` (opaque, for resuming: ``Last-Event-ID`` or ``?after=``), ``event`` (the type) and
+    ``data`` (the event's JSON). A comment line is sent as a heartbeat; the stream ends once the job is finished and
+    everything was sent.
     """
-    try:
-        start = int(last_event_id) if last_event_id else (after or 0)
-    except ValueError:
-        start = after or 0
+    start = 0
+    for loc, value in (("after", after), ("Last-Event-ID", last_event_id)):  # the header wins, as in EventSource
+        if value:
+            start = verify_event_id(service.cursor_key, job.id, value.strip(), loc)
     return StreamingResponse(
         _event_stream(service, job.id, start, settings.sse_poll_s, settings.sse_heartbeat_s),
         media_type="text/event-stream",
@@ -158,8 +231,23 @@ async def job_events(
     )
 
 
+def sign_event_id(key: bytes, job_id: str, event_id: int) -> str:
+    """An SSE id: the stored event's number and an HMAC binding it to its job (opaque to clients)."""
+    mac = hmac.new(key, f"event\n{job_id}\n{event_id}".encode(), hashlib.sha256).hexdigest()[:16]
+    return f"{event_id}.{mac}"
+
+
+def verify_event_id(key: bytes, job_id: str, value: str, loc: str) -> int:
+    num, dot, _ = value.partition(".")
+    if dot and num.isascii() and num.isdigit() and len(num) <= 19 and int(num) <= MAX_EVENT_ID:
+        if hmac.compare_digest(sign_event_id(key, job_id, int(num)).encode(), value.encode()):
+            return int(num)
+    raise InvalidParameter(f"invalid {loc}", [{"loc": loc, "msg": "pass the id of an event this stream sent"}])
+
+
 async def _event_stream(service: Any, job_id: str, last: int, poll_s: float, heartbeat_s: float) -> AsyncIterator[str]:
     store = service.store
+    key = service.cursor_key
     waiter = service.notifier.waiter()
     last_sent = time.monotonic()
     try:
@@ -168,13 +256,16 @@ async def _event_stream(service: Any, job_id: str, last: int, poll_s: float, hea
             waiter.clear()
             rows = await asyncio.to_thread(store.events_after, job_id, last)
             for event_id, kind, payload in rows:
-                yield f"id: {event_id}\nevent: {kind}\ndata: {payload}\n\n"
+                yield f"id: {sign_event_id(key, job_id, event_id)}\nevent: {kind}\ndata: {payload}\n\n"
                 last = event_id
             if rows:
                 last_sent = time.monotonic()
                 continue
             job = await asyncio.to_thread(store.get_job, job_id)
             if job.status.terminal:
+                # The final events may have been stored between the read above and this one: send them first.
+                if await asyncio.to_thread(store.events_after, job_id, last, 1):
+                    continue
                 return
             if time.monotonic() - last_sent >= heartbeat_s:
                 yield ": heartbeat\n\n"
@@ -190,7 +281,10 @@ async def _event_stream(service: Any, job_id: str, last: int, poll_s: float, hea
 @router.get(
     "/{job_id}/logs",
     response_class=PlainTextResponse,
-    responses={**_ERRORS, 200: {"content": {"text/plain": {}}, "description": "The driver's log tail"}},
+    responses={
+        **_JSON_ERRORS,
+        200: {"content": {"text/plain": {}}, "description": "The driver's log tail (server paths made relative)"},
+    },
 )
 async def job_logs(
     job: JobDep, service: ServiceDep, tail: Annotated[int, Query(ge=1, le=10_000)] = 200
@@ -213,9 +307,10 @@ async def cancel_job(job: JobDep, service: ServiceDep) -> JobRead:
 @router.get(
     "/{job_id}/plots/{filename}",
     responses={
-        **_ERRORS,
+        **_JSON_ERRORS,
         200: {"content": {"image/png": {}, "image/svg+xml": {}}, "description": "The figure"},
-        409: {"model": ErrorResponse, "description": "No trial has reported an epoch yet"},
+        409: {"description": "No trial has reported an epoch yet", "content": _ERROR_JSON},
+        422: {"description": "An invalid format", "content": _ERROR_JSON},
     },
     response_class=Response,
 )

@@ -178,7 +178,9 @@ def test_job_runs_to_results_across_a_service_restart(service: ServiceProcess) -
         # The idempotent retry still answers with the same job.
         again = c.post("/jobs", json=job_spec("e2e-restart", epochs=2), headers={"Idempotency-Key": "e2e-1"})
         assert again.json()["id"] == job_id
-        assert c.get(f"/jobs/{job_id}/logs").text.strip()
+        logs = c.get(f"/jobs/{job_id}/logs").text
+        assert logs.strip() and service.env["LONGTAIL_STATE_DIR"] not in logs  # server paths made relative
+        assert service.env["LONGTAIL_STATE_DIR"] not in json.dumps(res)
         metrics = c.get("/metrics").text
         assert 'longtail_jobs{status="succeeded"} 1' in metrics
 
@@ -196,6 +198,10 @@ def test_cancel_frees_ray_resources(service: ServiceProcess, ray_session) -> Non
 
         poll(training, timeout=120, what="the job to report an epoch")
         assert ray.available_resources().get("CPU", 0.0) < total_cpu
+        secret_file = Path(service.env["LONGTAIL_STATE_DIR"]) / "secrets" / f"{job_id}.secret"
+        secret = secret_file.read_text().strip()
+        assert len(secret) >= 32 and secret_file.stat().st_mode & 0o077 == 0
+        assert_secret_not_exposed(service, ray, job_id, secret)
         r = c.post(f"/jobs/{job_id}/cancel")
         assert r.status_code == 200 and r.json()["status"] == "cancelled"
         assert c.post(f"/jobs/{job_id}/cancel").status_code == 409
@@ -216,3 +222,40 @@ def test_cancel_frees_ray_resources(service: ServiceProcess, ray_session) -> Non
     )
     with service.client() as c:
         assert c.get(f"/jobs/{job_id}").json()["status"] == "cancelled"  # the reconciler leaves it cancelled
+    # The secret expired with the job: its file is gone and /internal refuses it.
+    assert not secret_file.exists()
+    forged = {"events": [{"seq": 900004, "type": "job_finished", "result": {"forged": True}}]}
+    r = httpx.post(
+        f"{service.url}/internal/jobs/{job_id}/events", json=forged, headers={"X-Longtail-Driver-Secret": secret}
+    )
+    assert r.status_code == 403
+
+
+def assert_secret_not_exposed(service: ServiceProcess, ray: Any, job_id: str, secret: str) -> None:
+    """The driver secret is in neither Ray's job info (entrypoint, runtime_env) nor a file other users can read."""
+    from ray.job_submission import JobSubmissionClient
+
+    info = JobSubmissionClient(service.env["LONGTAIL_RAY_DASHBOARD_URL"]).get_job_info(f"longtail-{job_id}")
+    dumped = json.dumps(info.dict() if hasattr(info, "dict") else vars(info), default=str)
+    assert job_id in dumped and secret not in dumped
+    listed = httpx.get(f"{service.env['LONGTAIL_RAY_DASHBOARD_URL']}/api/jobs/", timeout=30).text
+    assert job_id in listed and secret not in listed
+    session = Path(ray._private.worker.global_worker.node.get_session_dir_path())
+    roots = [Path(service.env["LONGTAIL_STATE_DIR"]), session]
+    needle = secret.encode()
+    checked = 0
+    for root in roots:
+        for path in root.rglob("*"):
+            try:
+                st = path.lstat()
+            except OSError:
+                continue
+            if not path.is_file() or path.is_symlink() or not st.st_mode & 0o044 or st.st_size > 64 << 20:
+                continue
+            try:
+                data = path.read_bytes()
+            except OSError:
+                continue
+            checked += 1
+            assert needle not in data, f"{path} (mode {oct(st.st_mode)}) holds the driver secret"
+    assert checked > 10  # the walk saw the Ray logs and the service's files

@@ -109,11 +109,10 @@ def test_main_runs_the_job_and_reports(api, tmp_path: Path, monkeypatch, outcome
     real_client = httpx.Client
     monkeypatch.setattr(driver.httpx, "Client", lambda **kw: real_client(transport=FlakyTransport(api.client, 0)))
     monkeypatch.delenv("RAY_ADDRESS", raising=False)  # not under Ray Jobs: the driver must not join any Ray
-    monkeypatch.setenv(driver.SECRET_ENV, sub.secret)
+    monkeypatch.delenv(driver.SECRET_ENV, raising=False)
     monkeypatch.setenv(driver.SPEC_ENV, sub.spec_json)
-    code = driver.main(
-        ["--job-id", job_id, "--service-url", "http://svc", "--storage-path", str(tmp_path), "--flush-deadline-s", "10"]
-    )
+    args = ["--job-id", job_id, "--service-url", "http://svc", "--storage-path", str(tmp_path)]
+    code = driver.main([*args, "--flush-deadline-s", "10", "--secret-file", sub.secret_file])
     assert calls["spec"].name == "tiny" and calls["storage_path"] == str(tmp_path)
     job = api.client.get(f"/jobs/{job_id}").json()
     if outcome == "succeeded":
@@ -130,7 +129,7 @@ def test_main_without_spec_exits_2(monkeypatch, tmp_path: Path) -> None:
     assert driver.main(["--job-id", "j", "--service-url", "http://x", "--storage-path", str(tmp_path)]) == 2
 
 
-def test_entrypoint_keeps_secret_out_of_argv() -> None:
+def test_entrypoint_and_env_keep_the_secret_out() -> None:
     from service.dispatcher import Submission, driver_entrypoint, driver_env
 
     sub = Submission(
@@ -140,10 +139,13 @@ def test_entrypoint_keeps_secret_out_of_argv() -> None:
         secret="s3cret" * 6,
         service_url="http://127.0.0.1:8000",
         storage_path="/tmp/r",
+        secret_file="/state/secrets/job_1.secret",
     )
     command = driver_entrypoint(sub, python="/venv/bin/python")
     assert command.startswith("/venv/bin/python -m jobs.driver --job-id job_1")
     assert sub.secret not in command and "{}" not in command
-    env = driver_env(sub)
-    assert env["LONGTAIL_DRIVER_SECRET"] == sub.secret and env["LONGTAIL_JOB_SPEC"] == "{}"
+    assert command.endswith("--secret-file /state/secrets/job_1.secret")
+    env = driver_env(sub)  # Ray's Jobs API shows runtime_env to anyone who can reach it
+    assert sub.secret not in json.dumps(env) and "LONGTAIL_DRIVER_SECRET" not in env
+    assert env["LONGTAIL_JOB_SPEC"] == "{}"
     assert str(Path(__file__).resolve().parents[2]) in env["PYTHONPATH"].split(":")

@@ -1,5 +1,6 @@
-"""Property checks: schemathesis-generated requests for every operation of /openapi.json never get a 500, and
-hypothesis-generated JobSpec-ish bodies for POST /jobs are either accepted (201) or refused with a field path."""
+"""Property checks: schemathesis-generated requests for every operation of /openapi.json, sent with a valid token,
+never get a 5xx nor a response the schema does not document (status, content type, body); hypothesis-generated
+JobSpec-ish bodies for POST /jobs are either accepted (201) or refused with a field path."""
 
 from __future__ import annotations
 
@@ -18,6 +19,16 @@ from service.settings import Settings
 from service.testing import FakeDispatcher
 
 schemathesis = pytest.importorskip("schemathesis")
+from schemathesis.checks import not_a_server_error  # noqa: E402
+from schemathesis.generation.modes import GenerationMode  # noqa: E402
+from schemathesis.specs.openapi.checks import (  # noqa: E402
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+TOKEN = "fuzz-token-0001"
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
 @pytest.fixture(scope="module")
@@ -29,20 +40,26 @@ def client(tmp_path_factory: pytest.TempPathFactory):
         data_root=root / "data",
         reconcile_interval_s=3600,
         max_jobs_per_owner=10**6,
+        # Generous limits, and a cluster of unknown size (no feasibility refusals): generated specs that the schema
+        # allows get through to a 201.
+        max_trials_per_job=10**6,
+        max_epochs=10**6,
+        max_workers_per_trial=10**6,
         sse_poll_s=0.01,
-        api_tokens={},
+        api_tokens={TOKEN: "fuzzer"},
     )
-    with TestClient(create_app(cfg, dispatcher=FakeDispatcher()), raise_server_exceptions=False) as c:
+    with TestClient(create_app(cfg, dispatcher=FakeDispatcher(nodes=[])), raise_server_exceptions=False) as c:
         c.app.state.service.kick = lambda: None
+        c.headers["Authorization"] = f"Bearer {TOKEN}"
         yield c
 
 
 def _schema():
     with tempfile.TemporaryDirectory() as tmp:
-        app = create_app(Settings(state_dir=Path(tmp), api_tokens={}), dispatcher=FakeDispatcher())
+        app = create_app(Settings(state_dir=Path(tmp), api_tokens={TOKEN: "fuzzer"}), dispatcher=FakeDispatcher())
         raw = app.openapi()
-    # SSE streams of running jobs never end; they are covered by the API tests.
-    raw["paths"].pop("/jobs/{job_id}/events", None)
+    # Every operation, /jobs/{job_id}/events included: a generated job id never names a job (ids are random), so
+    # no never-ending stream of a running job is opened.
     loaded = schemathesis.openapi.from_dict(raw)
     # The coverage phase enumerates thousands of JobSpec variants at collection time (~45 s); fuzzing is enough here.
     loaded.config.phases.coverage.enabled = False
@@ -50,11 +67,14 @@ def _schema():
 
 
 schema = _schema()
+# POST /jobs again with schema-valid specs only (a fixed seed: the test below checks that some were accepted).
+positive_jobs = _schema().include(path="/jobs", method="POST")
+positive_jobs.config.generation.update(modes=[GenerationMode.POSITIVE])
 
 
 @schema.parametrize()
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
-def test_no_operation_answers_500(case: Any, client: TestClient) -> None:
+def test_no_operation_answers_5xx_or_off_schema(case: Any, client: TestClient) -> None:
     kwargs = case.as_transport_kwargs(base_url="http://testserver")
     kwargs.pop("timeout", None)
     response = client.request(
@@ -68,6 +88,21 @@ def test_no_operation_answers_500(case: Any, client: TestClient) -> None:
     if response.headers.get("content-type", "").startswith("application/json") and response.status_code >= 400:
         body = response.json()
         assert set(body) == {"error"} and {"code", "message", "details"} <= set(body["error"])
+    case.validate_response(response, checks=CHECKS)
+
+
+@positive_jobs.parametrize()
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+def test_generated_specs_are_created_or_refused_on_schema(case: Any, client: TestClient) -> None:
+    response = client.post("/jobs", json=case.body)
+    assert response.status_code in (201, 422), response.text[:500]
+    case.validate_response(response, checks=CHECKS)
+
+
+def test_generated_specs_created_jobs(client: TestClient) -> None:
+    """The schema-driven runs above exercised POST /jobs with valid generated specs, not only refusals."""
+    counts = client.app.state.service.store.counts_by_status()
+    assert counts["queued"] > 0, counts
 
 
 _scalar = st.one_of(
