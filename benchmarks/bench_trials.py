@@ -159,6 +159,57 @@ def submit_to_first_epoch(n: int, tmp: Path) -> list[float]:
     return times
 
 
+BREAKDOWN = r"""
+import json, sys, tempfile, time
+t = [("python start", time.perf_counter())]
+import torch
+t.append(("import torch", time.perf_counter()))
+import jobs.train as jt
+from jobs.tune import plan_trials
+from jobs.spec import JobSpec
+t.append(("import jobs.train, jobs.tune", time.perf_counter()))
+spec = JobSpec.model_validate(json.loads(sys.argv[1]))
+trial = plan_trials(spec)[0]
+data = jt.cached_dataset(spec.dataset.model_dump())
+t.append(("load the dataset", time.perf_counter()))
+from lt_core.engine import build_optimizer
+from lt_core.models import create_model
+model = create_model(trial["model"], data.num_classes, data.input_shape, **trial["model_params"])
+build_optimizer(model, jt.fit_config(trial))
+t.append(("model + first optimizer (imports torch._dynamo)", time.perf_counter()))
+reports = []
+jt.run_trial(trial, spec.dataset.model_dump(), jt.TrialContext(report=lambda m, c: reports.append(time.perf_counter())))
+t.append(("first trial, all epochs, checkpoint every epoch", time.perf_counter()))
+with tempfile.TemporaryDirectory() as tmp:
+    a = time.perf_counter()
+    jt.save_checkpoint(f"{tmp}/c.pt", model, build_optimizer(model, jt.fit_config(trial)), 1, [])
+    save = time.perf_counter() - a
+print(json.dumps({"phases": [(n, b - a) for (_, a), (n, b) in zip(t, t[1:])], "save_checkpoint": save,
+                  "epochs": len(reports)}))
+"""
+
+
+def breakdown(spec: dict[str, Any]) -> dict[str, Any]:
+    """The phases of a first in-process trial in a fresh interpreter (what a new trial process pays once)."""
+    import json
+
+    t0 = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", BREAKDOWN, json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
+        },
+    )
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out["total"] = time.perf_counter() - t0
+    return out
+
+
 def demo_wall() -> float:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LONGTAIL_") and k != "RAY_ADDRESS"}
     longtail = shutil.which("longtail", path=str(Path(sys.executable).parent))
@@ -249,6 +300,7 @@ def main() -> None:
     finally:
         ray.shutdown()
     demo = demo_wall() if args.demo else None
+    parts = breakdown(twelve_trial_spec())
 
     print(
         "\n| run | trials | job wall s | plain back-to-back s | ratio | overhead / trial s "
@@ -257,6 +309,10 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(r)
+    print(f"\nA new trial process, phase by phase (fresh interpreter, {parts['total']:.2f} s in all):")
+    for name, seconds in parts["phases"]:
+        print(f"  {name:<50} {seconds:6.2f} s")
+    print(f"  (one save_checkpoint of this model: {1000 * parts['save_checkpoint']:.1f} ms)")
     if submits:
         print(
             f"\nsubmit -> first epoch event (warm service, digits, {len(submits)} jobs): "
