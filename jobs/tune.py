@@ -264,6 +264,9 @@ def _trial_driver(config: dict[str, Any], job: dict[str, Any]) -> None:
 
     from jobs.train import train_loop_per_worker
 
+    # The Train controller polls its workers at this interval (2 s by default): reports, and the end of a short
+    # trial, wait for the poll. Ray propagates the variable from this process to the controller and workers.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
     scaling = job["scaling"]
     gpus = scaling["gpus"]
     resources = {"CPU": scaling["cpus_per_worker"]} | ({"GPU": gpus} if gpus else {})
