@@ -273,21 +273,13 @@ def trial_in_process(config: dict[str, Any]) -> None:
     _torch_threads(config)
     gpu_ids = ray.get_gpu_ids()  # Ray sets CUDA_VISIBLE_DEVICES to the GPU (or GPU share) of this trial
     device = torch.device("cuda", 0) if gpu_ids and torch.cuda.is_available() else torch.device("cpu")
-    checkpoint = ray.tune.get_checkpoint()  # [ray 3] set when Tune retries the trial
-
-    def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
-        ckpt = ray.tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        ray.tune.report(metrics, checkpoint=ckpt)  # [ray 4]
+    report = _reporter(ray.tune)  # [ray 4]
 
     def run(resume_dir: str | None) -> None:
         ctx = TrialContext(device=device, report=report, resume_dir=resume_dir, **checkpoint_options(config))
         run_trial(config["trial"], config["dataset"], ctx)
 
-    if checkpoint is None:
-        run(None)
-    else:
-        with checkpoint.as_directory() as path:
-            run(path)
+    _resume(ray.tune.get_checkpoint(), run)  # [ray 3] a checkpoint when Tune retries the trial
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -297,11 +289,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     context = ray.train.get_context()
     _torch_threads(config)
-    checkpoint = ray.train.get_checkpoint()  # [ray 3] set after a worker failure
-
-    def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
-        ckpt = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        ray.train.report(metrics, checkpoint=ckpt)  # [ray 4]
+    report = _reporter(ray.train)  # [ray 4]
 
     def run(resume_dir: str | None) -> None:
         ctx = TrialContext(
@@ -315,6 +303,21 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         )
         run_trial(config["trial"], config["dataset"], ctx)
 
+    _resume(ray.train.get_checkpoint(), run)  # [ray 3] a checkpoint after a worker failure
+
+
+def _reporter(api: Any) -> Callable[[dict[str, Any], str | None], None]:
+    """``TrialContext.report`` through ``ray.tune`` or ``ray.train`` (the same ``report``/``Checkpoint`` pair)."""
+
+    def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        checkpoint = api.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        api.report(metrics, checkpoint=checkpoint)
+
+    return report
+
+
+def _resume(checkpoint: Any, run: Callable[[str | None], None]) -> None:
+    """``run(None)`` for a fresh start, else ``run(folder)`` with the checkpoint's files."""
     if checkpoint is None:
         run(None)
     else:

@@ -148,38 +148,46 @@ def test_tpe_with_asha_keeps_the_control_and_respects_the_grace_period(ray_sessi
         assert t["status"] in ("succeeded", "stopped")
 
 
-def _flaky_loop(config):
-    """The real worker loop, made to crash after its first report on the first attempt only."""
+def _crash_once_after_first_report(config, api, entry):
+    """Run ``entry(config)`` (a real trial entry point) so that its first attempt crashes after its first report.
+
+    ``api`` is ``ray.train`` or ``ray.tune``: where the entry point reports and gets its checkpoint from. Each
+    attempt leaves a marker file saying whether it started fresh or from which epoch's checkpoint.
+    """
     from pathlib import Path
 
-    import ray.train
     import torch
 
-    from jobs.train import train_loop_per_worker
-
     marker = Path(config["marker"])
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint = api.get_checkpoint()
     if checkpoint is None:
         (marker.parent / "attempt-fresh").touch()
     else:
         with checkpoint.as_directory() as path:
             epoch = torch.load(f"{path}/checkpoint.pt", weights_only=False)["epoch"]
         (marker.parent / f"attempt-resumed-at-{epoch}").touch()
+    real_report = api.report
     if not marker.exists():
-        real_report = ray.train.report
 
         def report_then_crash(metrics, checkpoint=None):
             real_report(metrics, checkpoint=checkpoint)
             marker.touch()
-            raise RuntimeError("injected worker failure")
+            raise RuntimeError("injected failure")
 
-        ray.train.report = report_then_crash
-        try:
-            train_loop_per_worker(config)
-        finally:
-            ray.train.report = real_report
-    else:
-        train_loop_per_worker(config)
+        api.report = report_then_crash
+    try:
+        entry(config)
+    finally:
+        api.report = real_report
+
+
+def _flaky_loop(config):
+    """The real Ray Train worker loop, crashing after its first report on the first attempt only."""
+    import ray.train
+
+    from jobs.train import train_loop_per_worker
+
+    _crash_once_after_first_report(config, ray.train, train_loop_per_worker)
 
 
 @pytest.mark.ray
@@ -282,35 +290,12 @@ def test_concurrent_trials_follow_the_cluster_unless_the_spec_sets_them():
 
 
 def _flaky_in_process(config):
-    """The real in-process trial, made to crash after its first report on the first attempt only."""
-    from pathlib import Path
-
+    """The real in-process trial, crashing after its first report on the first attempt only."""
     import ray.tune
-    import torch
 
     from jobs.train import trial_in_process
 
-    marker = Path(config["marker"])
-    checkpoint = ray.tune.get_checkpoint()
-    if checkpoint is None:
-        (marker.parent / "attempt-fresh").touch()
-    else:
-        with checkpoint.as_directory() as path:
-            epoch = torch.load(f"{path}/checkpoint.pt", weights_only=False)["epoch"]
-        (marker.parent / f"attempt-resumed-at-{epoch}").touch()
-    real_report = ray.tune.report
-    if not marker.exists():
-
-        def report_then_crash(metrics, checkpoint=None):
-            real_report(metrics, checkpoint=checkpoint)
-            marker.touch()
-            raise RuntimeError("injected trial failure")
-
-        ray.tune.report = report_then_crash
-    try:
-        trial_in_process(config)
-    finally:
-        ray.tune.report = real_report
+    _crash_once_after_first_report(config, ray.tune, trial_in_process)
 
 
 @pytest.mark.ray
