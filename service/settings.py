@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     ray_dashboard_url: str | None = Field(None, description="Jobs API URL; derived in embedded mode")
     ray_num_cpus: int | None = Field(None, ge=1, description="Embedded mode: CPUs of the local Ray (default: all)")
     ray_num_gpus: int | None = Field(None, ge=0, description="Embedded mode: GPUs of the local Ray (default: detected)")
+    stop_ray_on_exit: bool = Field(
+        False, description="Embedded mode: stop the local Ray head (and its jobs) when the service stops"
+    )
 
     api_tokens: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     host: str = "127.0.0.1"

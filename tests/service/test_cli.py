@@ -299,3 +299,19 @@ def test_format_config() -> None:
     )
     assert format_config({"loss": "focal", "loss_params": {"gamma": 2.0}, "lr": 0.05, "seed": 3}) == "gamma=2 lr=0.05"
     assert format_config({}) == ""
+
+
+def test_ray_head_record_and_stop_without_a_head(tmp_path) -> None:
+    """No record: nothing to stop. A record of a dead head (another boot) is not alive, and stopping it is safe."""
+    import json
+
+    from service.ray_head import RECORD, HeadRecord, read_record, stop_head
+
+    assert read_record(tmp_path) is None and stop_head(tmp_path) is False
+    dead = HeadRecord(
+        pid=1, address="127.0.0.1:1", dashboard_url="http://127.0.0.1:1", temp_dir=str(tmp_path / "no-such-ray"),
+        boot_id="another-boot", started_at=0.0, log="",
+    )  # fmt: skip
+    (tmp_path / RECORD).write_text(json.dumps(dead.__dict__))
+    assert read_record(tmp_path) == dead and not dead.alive(timeout=0.5)
+    assert stop_head(tmp_path) is True and read_record(tmp_path) is None

@@ -1,0 +1,146 @@
+"""Nothing lost, embedded mode: a real ``python -m service`` subprocess with its own Ray head (``service.ray_head``).
+
+The service runs in its own process group, as under a terminal or systemd; the whole group is SIGKILLed while a
+small digits job trains, and the service is started again on the same state directory. It reattaches to the Ray
+head it recorded there (which was outside that group), and the job succeeds with every epoch of every trial, each
+stored once. The head is always stopped at the end, by its record (never a machine-wide ``ray stop``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from support import free_port, tiny_spec, wait_for
+
+from service.ray_head import pids_with_arg, read_record, stop_head
+from service.store import JobStore
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def poll(fn: Callable[[], Any], *, timeout: float, what: str) -> Any:
+    return wait_for(fn, timeout, what, every=0.5, tolerate=(httpx.HTTPError, OSError))
+
+
+class Service:
+    """``python -m service`` (embedded Ray) in a new session and process group; ``crash()`` kills the group."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = state_dir / "service.log"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("LONGTAIL_") and k != "RAY_ADDRESS"}
+        self.env.update(
+            {
+                "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
+                "LONGTAIL_STATE_DIR": str(state_dir),
+                "LONGTAIL_RAY_NUM_CPUS": "2",
+                "LONGTAIL_RECONCILE_INTERVAL_S": "1",
+                "RAY_AUTH_MODE": "disabled",  # a loopback test head
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "service", "--port", str(self.port)],
+                cwd=ROOT,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        poll(self._ready, timeout=150, what=f"the service to be ready (log {self.log})")
+
+    def _ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"the service exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+        return httpx.get(f"{self.url}/readyz", timeout=5).json().get("status") == "ready"
+
+    def crash(self) -> None:
+        """SIGKILL the service's whole process group: what a crash, an OOM kill or a killed terminal does."""
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+        self.proc = None
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Iterator[Path]:
+    state = tmp_path / "state"
+    state.mkdir()
+    yield state
+    # Always: the service's group, then the Ray head it recorded (only that one), and nothing of it left.
+    record = read_record(state)
+    stop_head(state)
+    if record is not None:
+        assert not pids_with_arg(record.temp_dir), "processes of the test's Ray head are still running"
+
+
+def test_service_crash_mid_job_then_restart_loses_nothing(state_dir: Path) -> None:
+    service = Service(state_dir)
+    try:
+        service.start()
+        head = read_record(state_dir)
+        assert head is not None and head.alive()
+        with httpx.Client(base_url=service.url, timeout=30) as c:
+            job_id = c.post("/jobs", json=tiny_spec(name="restart")).json()["id"]
+
+            def mid_job() -> Any:
+                job = c.get(f"/jobs/{job_id}").json()
+                assert job["status"] in ("queued", "running"), job
+                return job["progress"]["epochs_reported"] >= 1 and job
+
+            poll(mid_job, timeout=180, what="the first epoch")
+        service.crash()
+        assert head.alive(), "the Ray head died with the service"
+
+        service.start()
+        assert read_record(state_dir) == head  # reattached, not a new head
+        with httpx.Client(base_url=service.url, timeout=30) as c:
+            done = poll(
+                lambda: (j := c.get(f"/jobs/{job_id}").json())["status"] not in ("queued", "running") and j,
+                timeout=240,
+                what=f"job {job_id} to finish",
+            )
+            assert done["status"] == "succeeded", done
+            results = c.get(f"/jobs/{job_id}/results").json()
+    finally:
+        service.crash()
+
+    epochs = tiny_spec()["train"]["epochs"]
+    assert len(results["trials"]) == 3
+    for trial in results["trials"]:
+        assert trial["status"] == "succeeded" and [h["epoch"] for h in trial["history"]] == list(
+            range(1, epochs + 1)
+        ), trial
+    # Every driver event stored once: no seq twice, no (trial, epoch) twice, each trial started once.
+    store = JobStore(f"sqlite:///{state_dir / 'longtail.db'}")
+    try:
+        events = [json.loads(payload) for _, _, payload in store.events_after(job_id, 0, limit=10_000)]
+    finally:
+        store.close()
+    driver = [e for e in events if e.get("seq") is not None]
+    assert len({e["seq"] for e in driver}) == len(driver)
+    epoch_keys = Counter((e["trial_id"], e["epoch"]) for e in driver if e["type"] == "epoch")
+    assert len(epoch_keys) == 3 * epochs and set(epoch_keys.values()) == {1}
+    assert Counter(e["type"] for e in driver)["trial_started"] == 3
