@@ -24,7 +24,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -353,6 +353,30 @@ def _make_callback(collector: ResultCollector, emit: EventSink, epochs: int):
 _EventCallback = None
 
 
+def _event_key(event: dict[str, Any]) -> tuple[Any, ...]:
+    kind = event.get("type")
+    if kind == "epoch":
+        return (kind, event.get("trial_id"), event.get("epoch"))
+    if kind == "trial_finished":
+        return (kind, event.get("trial_id"), event.get("status"))
+    return (kind, event.get("trial_id"))
+
+
+def _tuner(trainable: Any, *, resume: bool, param_space: dict[str, Any], tune_config: Any, run_config: Any) -> Any:
+    """A new Tuner, or (``resume``, and the experiment can be restored) the lost run's, restored from storage."""
+    from ray import tune
+
+    path = str(Path(run_config.storage_path) / run_config.name)
+    if resume and tune.Tuner.can_restore(path):
+        tuner = tune.Tuner.restore(
+            path, trainable=trainable, param_space=param_space or None, resume_unfinished=True, resume_errored=True
+        )
+        # The restored run config's callbacks were pickled without their sink (EventCallback.__getstate__).
+        tuner._local_tuner.get_run_config().callbacks = run_config.callbacks
+        return tuner
+    return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
+
+
 def _short_error(text: str, limit: int = 2000) -> str:
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
     return "\n".join(lines[-12:])[-limit:]
@@ -387,12 +411,19 @@ def run_job(
     on_event: EventSink | None = None,
     ray_address: str | None = None,
     experiment_name: str | None = None,
+    resume: bool = False,
+    prior_events: Iterable[dict[str, Any]] = (),
 ) -> dict[str, Any]:
     """Run the job's search on Ray and return the JobResult (see docs/ARCHITECTURE.md).
 
     Connects to ``ray_address`` (or ``RAY_ADDRESS``, or starts a local Ray) when Ray is not initialised yet.
     ``on_event`` receives trial started / epoch / trial finished events as they happen, from Tune's driver
     thread; it must not raise (errors are logged and ignored so a sink can never stop a search).
+
+    ``resume``: continue the experiment ``experiment_name`` left in ``storage_path`` by a run that was lost (its Ray
+    cluster died): finished trials are kept, unfinished and errored ones resume from their last checkpoints
+    (``_tuner``). ``prior_events`` are the events that run reported; they are folded into the result, and an event
+    seen before (a resumed trial starting again) is not emitted twice.
     """
     import ray
     from ray import tune
@@ -404,8 +435,15 @@ def run_job(
         ray.init(address=ray_address, log_to_driver=False, configure_logging=False)
 
     collector = ResultCollector(spec, dataset_meta(spec))
+    seen: set[tuple[Any, ...]] = set()
+    for event in prior_events:
+        if event.get("type") in ("trial_started", "epoch", "trial_finished"):
+            seen.add(_event_key(event))
+            collector.apply(event)
 
     def emit(event: dict[str, Any]) -> None:
+        if _event_key(event) in seen:
+            return  # reported by the run this one resumes
         event.setdefault("time", time.time())
         collector.apply(event)
         if on_event is not None:
@@ -439,8 +477,9 @@ def run_job(
         param_space = {"trial": tune.grid_search(plan_trials(spec))}
         num_samples = 1
 
-    tuner = tune.Tuner(
+    tuner = _tuner(
         trainable,
+        resume=resume,
         param_space=param_space,
         tune_config=tune.TuneConfig(
             metric=spec.tune.metric,

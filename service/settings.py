@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     max_event_body_bytes: int = Field(64 << 20, ge=1024, description="Driver event batches (a JobResult can be large)")
     max_workers_per_trial: int = Field(64, ge=1)
 
+    max_resumes: int = Field(
+        3, ge=0, description="Times a running job is resumed from its checkpoints after its Ray cluster lost it"
+    )
+
     reconcile_interval_s: float = Field(5.0, gt=0)
     sse_heartbeat_s: float = Field(15.0, gt=0)
     sse_poll_s: float = Field(1.0, gt=0)

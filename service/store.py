@@ -50,7 +50,7 @@ except ImportError:  # pragma: no cover - Python 3.10
             return str(self.value)
 
 
-SCHEMA_VERSION = "0002"  # the Alembic head revision
+SCHEMA_VERSION = "0003"  # the Alembic head revision
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
@@ -106,6 +106,8 @@ jobs_table = sa.Table(
     sa.Column("submission_id", sa.String(128)),
     sa.Column("secret_hash", sa.String(64)),
     sa.Column("result", sa.Text),
+    sa.Column("resumes", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("resume_history", sa.Text),
     sa.UniqueConstraint("owner", "idempotency_key", name="uq_jobs_owner_idempotency"),
     sa.Index("ix_jobs_owner_num", "owner", "num"),
     sa.Index("ix_jobs_status", "status"),
@@ -175,6 +177,8 @@ class JobRecord:
     secret_hash: str | None
     idempotency_key: str | None
     num: int
+    resumes: int = 0
+    resume_history: tuple[dict[str, Any], ...] = ()
 
     @classmethod
     def from_row(cls, row: Any) -> JobRecord:
@@ -197,6 +201,8 @@ class JobRecord:
             secret_hash=m["secret_hash"],
             idempotency_key=m["idempotency_key"],
             num=m["num"],
+            resumes=m["resumes"],
+            resume_history=tuple(json.loads(m["resume_history"] or "[]")),
         )
 
 
@@ -488,6 +494,53 @@ class JobStore:
                 ).rowcount
                 == 1
             )
+
+    def record_resume(
+        self, job_id: str, *, submission_id: str, secret_hash: str, reason: str, max_resumes: int
+    ) -> JobRecord | None:
+        """A running job is dispatched again to resume: count it, say why, take the new submission and secret.
+
+        None (and nothing changed) when the job is no longer running or resumed ``max_resumes`` times already.
+        """
+        with self._write() as conn:
+            row = conn.execute(
+                sa.select(jobs_table.c.status, jobs_table.c.resumes, jobs_table.c.resume_history)
+                .where(jobs_table.c.id == job_id)
+                .with_for_update()
+            ).first()
+            if row is None:
+                raise NotFound(f"job {job_id!r} not found")
+            if row.status != str(JobStatus.RUNNING) or row.resumes >= max_resumes:
+                return None
+            now = time.time()
+            history = [*json.loads(row.resume_history or "[]"), {"time": now, "reason": reason}]
+            conn.execute(
+                jobs_table.update()
+                .where(jobs_table.c.id == job_id)
+                .values(
+                    resumes=row.resumes + 1,
+                    resume_history=_dumps(history),
+                    submission_id=submission_id,
+                    secret_hash=secret_hash,
+                )
+            )
+            payload = {"type": "resumed", "job_id": job_id, "resumes": row.resumes + 1, "reason": reason, "time": now}
+            conn.execute(
+                events_table.insert().values(job_id=job_id, seq=None, type="resumed", payload=_dumps(payload), time=now)
+            )
+            return JobRecord.from_row(conn.execute(sa.select(*_JOB_COLUMNS).where(jobs_table.c.id == job_id)).one())
+
+    def set_driver_secret(self, job_id: str, secret_hash: str) -> JobRecord | None:
+        """A running job's driver gets a new secret (its submission is retried); None if it is not running."""
+        with self._write() as conn:
+            updated = conn.execute(
+                jobs_table.update()
+                .where(jobs_table.c.id == job_id, jobs_table.c.status == str(JobStatus.RUNNING))
+                .values(secret_hash=secret_hash)
+            ).rowcount
+            if updated != 1:
+                return None
+            return JobRecord.from_row(conn.execute(sa.select(*_JOB_COLUMNS).where(jobs_table.c.id == job_id)).one())
 
     def _status_event(self, conn: Connection, job_id: str, status: JobStatus, error: str | None, now: float) -> None:
         payload = {"type": "status", "job_id": job_id, "status": str(status), "error": error, "time": now}

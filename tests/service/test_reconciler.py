@@ -7,6 +7,7 @@ from pathlib import Path
 
 from service.core import LOST_BY_CLUSTER
 from service.dispatcher import DriverState, Submission
+from service.errors import Unavailable
 from service.testing import FakeDispatcher, driver_events
 from tests.service.conftest import tiny_spec
 
@@ -33,12 +34,74 @@ def test_queue_runs_at_most_max_running_jobs_oldest_first(make_api, settings) ->
     assert [s.job_id for s in api.fake.submissions] == ids[:1] + ids[1:]
 
 
-def test_job_unknown_to_cluster_is_failed(api) -> None:
+def test_job_lost_by_cluster_without_its_storage_fails_saying_why(api) -> None:
     job_id = api.start()
     api.fake.states.clear()  # the cluster was restarted: it forgot its jobs
     api.tick()
     job = api.client.get(f"/jobs/{job_id}").json()
-    assert job["status"] == "failed" and job["error"] == LOST_BY_CLUSTER
+    assert job["status"] == "failed" and job["error"].startswith(LOST_BY_CLUSTER)
+    assert "cannot resume: its storage" in job["error"] and "is gone" in job["error"]
+    assert len(api.fake.submissions) == 1
+
+
+def test_job_lost_by_cluster_resumes_until_max_resumes(make_api, settings) -> None:
+    api = make_api(settings.model_copy(update={"max_resumes": 2}))
+    job_id = api.start()
+    (settings.storage_path / job_id).mkdir(parents=True)  # its driver's spool folder: the experiment is there
+    first = api.fake.submission(job_id)
+    api.send(job_id, driver_events(["a"], epochs=1))
+    for n in (1, 2):
+        api.fake.states.clear()  # the Ray head died with every job
+        api.tick()
+        job = api.client.get(f"/jobs/{job_id}").json()
+        assert job["status"] == "running" and job["resumes"] == n
+        assert [r["reason"] for r in job["resume_history"]] == [LOST_BY_CLUSTER.replace(" (it was restarted?)", "")] * n
+        latest = api.fake.submissions[-1]
+        assert (latest.job_id, latest.submission_id) == (job_id, f"longtail-{job_id}-r{n}")
+        assert latest.secret != first.secret and latest.spec_json == first.spec_json
+    # Only the latest driver's secret is taken; what the resumed driver reports adds to what was stored.
+    assert (
+        api.send(job_id, [{"seq": 50, "type": "epoch", "trial_id": "a", "epoch": 2}], secret=first.secret).status_code
+        == 403
+    )
+    latest = api.fake.submissions[-1].secret
+    r = api.send(job_id, [{"seq": 50, "type": "epoch", "trial_id": "a", "epoch": 2, "metrics": {}}], secret=latest)
+    assert r.json() == {"accepted": 1, "duplicates": 0}
+    assert api.client.get(f"/jobs/{job_id}").json()["progress"]["epochs_reported"] == 2
+    resumed = [json.loads(p) for _, kind, p in api.service.store.events_after(job_id) if kind == "resumed"]
+    assert [e["resumes"] for e in resumed] == [1, 2]  # in the event log (and the SSE stream) too
+    api.fake.states.clear()
+    api.tick()
+    job = api.client.get(f"/jobs/{job_id}").json()
+    assert job["status"] == "failed" and "resumed 2 times already (LONGTAIL_MAX_RESUMES=2)" in job["error"]
+    assert len(api.fake.submissions) == 3
+
+
+def test_transient_refusal_of_a_resume_is_retried_uncounted(make_api, settings) -> None:
+    class Flaky(FakeDispatcher):
+        refuse = 0
+
+        async def submit(self, submission: Submission) -> None:
+            if self.refuse:
+                self.refuse -= 1
+                raise Unavailable("the job agent is not up yet")
+            await super().submit(submission)
+
+    fake = Flaky()
+    api = make_api(settings, fake)
+    job_id = api.start()
+    (settings.storage_path / job_id).mkdir(parents=True)
+    fake.states.clear()
+    fake.refuse = 2
+    api.tick()
+    api.tick()
+    assert api.client.get(f"/jobs/{job_id}").json()["resumes"] == 1 and len(fake.submissions) == 1
+    api.tick()
+    job = api.client.get(f"/jobs/{job_id}").json()
+    assert job["status"] == "running" and job["resumes"] == 1
+    assert [s.submission_id for s in fake.submissions] == [f"longtail-{job_id}", f"longtail-{job_id}-r1"]
+    r = api.send(job_id, [{"seq": 1, "type": "trial_started", "trial_id": "a"}], secret=fake.submissions[-1].secret)
+    assert r.status_code == 200
 
 
 def test_job_stopped_outside_is_failed(api) -> None:

@@ -298,13 +298,15 @@ def test_pre_alembic_database_upgrades_and_loses_nothing(db_url: str) -> None:
             ],
         )
 
-    def dump(conn) -> dict:
+    def dump(conn) -> dict:  # every row, in the columns the old schema had
         return {
-            t.name: sorted(tuple(r) for r in conn.execute(sa.select(t)).all())
-            for t in (jobs_table, trials_table, epochs_table, events_table)
+            t: sorted(tuple(r) for r in conn.exec_driver_sql(f"SELECT {', '.join(cols)} FROM {t}").all())
+            for t, cols in old_columns.items()
         }
 
     with engine.connect() as conn:
+        inspector = sa.inspect(conn)
+        old_columns = {t: [c["name"] for c in inspector.get_columns(t)] for t in ("jobs", "trials", "epochs", "events")}
         before = dump(conn)
     store = JobStore(db_url)
     try:
@@ -318,7 +320,7 @@ def test_pre_alembic_database_upgrades_and_loses_nothing(db_url: str) -> None:
             owner="alice", spec={}, run_spec="{}", name="j", metric="m", mode="max", trial_total=1,
             idempotency_key="k1", body_hash="h",
         )  # fmt: skip
-        assert (job.id, created) == ("job_0", False)
+        assert (job.id, created, job.resumes, job.resume_history) == ("job_0", False, 0, ())
         assert store.ingest("job_1", [{"seq": 1, "type": "epoch", "trial_id": "t", "epoch": 1}]) == (0, 1)
         with pytest.raises(QuotaExceeded):
             make_job(store, owner="bob", max_active=1)
