@@ -346,6 +346,16 @@ def _client(args: argparse.Namespace) -> Client:
     return Client(args.url, args.token or None, timeout=args.timeout, retries=3)
 
 
+def check_store(settings: Any) -> None:
+    """Open (and migrate) the job store before serving: an unreachable database is one clear error, exit 1."""
+    from service.store import JobStore, StoreUnavailable
+
+    try:
+        JobStore(str(settings.store_url)).close()
+    except StoreUnavailable as exc:
+        raise LongtailError(str(exc)) from None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import logging
 
@@ -376,6 +386,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         first = exc.errors()[0]
         raise LongtailError(f"invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    check_store(settings)
     try:
         app = create_app(settings)
     except RuntimeError as exc:

@@ -271,7 +271,13 @@ class JobStore:
         if self.is_sqlite:
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
             sa.event.listen(self.engine, "begin", _sqlite_begin)
-        self._migrate()
+        try:
+            self._migrate()
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            self.engine.dispose()
+            reason = str(exc.orig if exc.orig is not None else exc).strip().splitlines()[0]
+            where = sa_url.render_as_string(hide_password=True)
+            raise StoreUnavailable(f"cannot open the job store at {where}: {reason}") from exc
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
     def _migrate(self) -> None:
@@ -782,6 +788,10 @@ class JobStore:
             return conn.execute(
                 sa.select(sa.func.max(events_table.c.seq)).where(events_table.c.job_id == job_id)
             ).scalar()
+
+
+class StoreUnavailable(RuntimeError):
+    """The database cannot be reached (or opened) at start."""
 
 
 class _NullLock:

@@ -3,7 +3,9 @@
 The service runs in its own process group, as under a terminal or systemd; the whole group is SIGKILLed while a
 small digits job trains, and the service is started again on the same state directory. It reattaches to the Ray
 head it recorded there (which was outside that group), and the job succeeds with every epoch of every trial, each
-stored once. The head is always stopped at the end, by its record (never a machine-wide ``ray stop``).
+stored once. In the crash test the Ray head is SIGKILLed too: the restarted service starts a new head, dispatches
+the job again, and its driver resumes the Tune experiment; trials finished before the crash do not run again. The
+head is always stopped at the end, by its record (never a machine-wide ``ray stop``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import httpx
 import pytest
 from support import free_port, tiny_spec, wait_for
 
-from service.ray_head import pids_with_arg, read_record, stop_head
+from service.ray_head import kill_pids, pids_with_arg, read_record, stop_head
 from service.store import JobStore
 
 pytestmark = pytest.mark.e2e
@@ -127,13 +129,15 @@ def test_service_crash_mid_job_then_restart_loses_nothing(state_dir: Path) -> No
     finally:
         service.crash()
 
-    epochs = tiny_spec()["train"]["epochs"]
+    assert_complete_once(state_dir, job_id, results, tiny_spec()["train"]["epochs"])
+
+
+def assert_complete_once(state_dir: Path, job_id: str, results: dict[str, Any], epochs: int) -> list[dict]:
+    """Every trial succeeded with every epoch; every driver event is stored once. Returns the stored events."""
     assert len(results["trials"]) == 3
     for trial in results["trials"]:
-        assert trial["status"] == "succeeded" and [h["epoch"] for h in trial["history"]] == list(
-            range(1, epochs + 1)
-        ), trial
-    # Every driver event stored once: no seq twice, no (trial, epoch) twice, each trial started once.
+        assert trial["status"] == "succeeded", trial
+        assert [h["epoch"] for h in trial["history"]] == list(range(1, epochs + 1)), trial
     store = JobStore(f"sqlite:///{state_dir / 'longtail.db'}")
     try:
         events = [json.loads(payload) for _, _, payload in store.events_after(job_id, 0, limit=10_000)]
@@ -144,3 +148,57 @@ def test_service_crash_mid_job_then_restart_loses_nothing(state_dir: Path) -> No
     epoch_keys = Counter((e["trial_id"], e["epoch"]) for e in driver if e["type"] == "epoch")
     assert len(epoch_keys) == 3 * epochs and set(epoch_keys.values()) == {1}
     assert Counter(e["type"] for e in driver)["trial_started"] == 3
+    return events
+
+
+def test_crash_of_service_and_ray_head_resumes_the_job(state_dir: Path) -> None:
+    from ray.util.state import list_actors
+
+    epochs = 6
+    service = Service(state_dir)
+    try:
+        service.start()
+        first_head = read_record(state_dir)
+        assert first_head is not None
+        with httpx.Client(base_url=service.url, timeout=30) as c:
+            job_id = c.post("/jobs", json=tiny_spec(name="crash", train={"epochs": epochs})).json()["id"]
+
+            def some_trials_done() -> Any:
+                job = c.get(f"/jobs/{job_id}").json()
+                assert job["status"] == "running" and job["progress"]["trials_done"] < 3, job
+                return job["progress"]["trials_done"] >= 1 and job
+
+            poll(some_trials_done, timeout=240, what="a first finished trial")
+        # The machine "reboots": the service's group and the whole Ray head die at once.
+        service.crash()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(first_head.pid, signal.SIGKILL)
+        kill_pids(pids_with_arg(first_head.temp_dir))
+        wait_for(lambda: not pids_with_arg(first_head.temp_dir), 30, "the first Ray head to be gone")
+        store = JobStore(f"sqlite:///{state_dir / 'longtail.db'}")
+        try:
+            finished = {t["trial_id"] for t in store.trial_rows(job_id) if t["status"] == "succeeded"}
+        finally:
+            store.close()
+        assert 1 <= len(finished) < 3
+
+        service.start()
+        head = read_record(state_dir)
+        assert head is not None and head.pid != first_head.pid  # a new head
+        with httpx.Client(base_url=service.url, timeout=30) as c:
+            done = poll(
+                lambda: (j := c.get(f"/jobs/{job_id}").json())["status"] not in ("queued", "running") and j,
+                timeout=300,
+                what=f"job {job_id} to finish after resuming",
+            )
+            assert done["status"] == "succeeded", done
+            assert done["resumes"] == 1 and "no longer knows this job" in done["resume_history"][0]["reason"]
+            results = c.get(f"/jobs/{job_id}/results").json()
+        # Trials finished before the crash did not run again: the new head ran only the others (one trial actor each).
+        actors = list_actors(address=head.dashboard_url, limit=10_000, raise_on_missing_output=False)
+        trial_actors = [a for a in actors if "ImplicitFunc" in (a.class_name or "")]
+        assert len(trial_actors) == 3 - len(finished), [a.class_name for a in actors]
+    finally:
+        service.crash()
+    events = assert_complete_once(state_dir, job_id, results, epochs)
+    assert [e["type"] for e in events].count("resumed") == 1

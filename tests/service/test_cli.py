@@ -315,3 +315,20 @@ def test_ray_head_record_and_stop_without_a_head(tmp_path) -> None:
     (tmp_path / RECORD).write_text(json.dumps(dead.__dict__))
     assert read_record(tmp_path) == dead and not dead.alive(timeout=0.5)
     assert stop_head(tmp_path) is True and read_record(tmp_path) is None
+
+
+@pytest.mark.parametrize("entry", [["-m", "service.cli", "serve"], ["-m", "service"]])
+def test_unreachable_database_at_start_is_one_clear_error(tmp_path, entry) -> None:
+    """A PostgreSQL URL where nothing listens: exit 1 with the (password-free) URL and the reason, no traceback."""
+    import os
+
+    from support import free_port
+
+    url = f"postgresql+psycopg://svc:s3cret@127.0.0.1:{free_port()}/longtail"
+    env = {**os.environ, "LONGTAIL_STORE_URL": url, "LONGTAIL_STATE_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, *entry, "--port", str(free_port())], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.returncode == 1, done.stderr
+    assert "cannot open the job store at postgresql+psycopg://svc:***@127.0.0.1" in done.stderr
+    assert "s3cret" not in done.stderr and "Traceback" not in done.stderr
