@@ -165,7 +165,7 @@ def test_crash_of_service_and_ray_head_resumes_the_job(state_dir: Path) -> None:
 
             def some_trials_done() -> Any:
                 job = c.get(f"/jobs/{job_id}").json()
-                assert job["status"] == "running" and job["progress"]["trials_done"] < 3, job
+                assert job["status"] in ("queued", "running") and job["progress"]["trials_done"] < 3, job
                 return job["progress"]["trials_done"] >= 1 and job
 
             poll(some_trials_done, timeout=240, what="a first finished trial")
