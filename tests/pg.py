@@ -72,6 +72,11 @@ class PgServer:
     def drop_db(self, name: str) -> None:
         self.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+        self.run(self.pg_ctl, "-D", str(self.data), "-o", options, "-l", str(self.root / "log"), "-w", "start")
+        wait_for(lambda: self.admin("SELECT 1") is None, 30, "PostgreSQL to connect", tolerate=(Exception,))
+
     def stop(self) -> None:
         self.run(self.pg_ctl, "-D", str(self.data), "-m", "immediate", "stop", check=False)
 
@@ -93,9 +98,7 @@ def start_server() -> PgServer:
     server = PgServer(root, free_port(), as_postgres)
     try:
         server.run(initdb, "-D", str(server.data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
-        options = f"-p {server.port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
-        server.run(server.pg_ctl, "-D", str(server.data), "-o", options, "-l", str(root / "log"), "-w", "start")
-        wait_for(lambda: server.admin("SELECT 1") is None, 30, "PostgreSQL to connect", tolerate=(Exception,))
+        server.start()
     except (subprocess.CalledProcessError, AssertionError) as exc:
         log = (root / "log").read_text() if (root / "log").exists() else ""
         detail = getattr(exc, "stderr", "") or str(exc)

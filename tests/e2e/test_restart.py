@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +26,7 @@ import httpx
 import pytest
 from support import free_port, tiny_spec, wait_for
 
+from jobs.driver import read_spool
 from service.ray_head import kill_pids, pids_with_arg, read_record, stop_head
 from service.store import JobStore
 
@@ -156,6 +158,7 @@ def test_crash_of_service_and_ray_head_resumes_the_job(state_dir: Path) -> None:
 
     epochs = 6
     service = Service(state_dir)
+    first_head = None
     try:
         service.start()
         first_head = read_record(state_dir)
@@ -163,23 +166,29 @@ def test_crash_of_service_and_ray_head_resumes_the_job(state_dir: Path) -> None:
         with httpx.Client(base_url=service.url, timeout=30) as c:
             job_id = c.post("/jobs", json=tiny_spec(name="crash", train={"epochs": epochs})).json()["id"]
 
-            def some_trials_done() -> Any:
+            spool = state_dir / "ray_results" / job_id / "events.jsonl"
+            experiment = state_dir / "ray_results" / f"tune-{job_id}"
+
+            def finished_in_spool() -> set[str]:
+                return {e["trial_id"] for e in read_spool(spool) if e["type"] == "trial_finished"}
+
+            def a_finish_saved_by_tune() -> Any:
                 job = c.get(f"/jobs/{job_id}").json()
                 assert job["status"] in ("queued", "running") and job["progress"]["trials_done"] < 3, job
-                return job["progress"]["trials_done"] >= 1 and job
+                finished = [e["time"] for e in read_spool(spool) if e["type"] == "trial_finished"]
+                saved = [p.stat().st_mtime for p in experiment.glob("experiment_state*.json")]
+                # Tune saves its experiment state every 2 s (the driver's TUNE_GLOBAL_CHECKPOINT_S): crash once the
+                # state it saved is younger than the last finished trial, so Tune knows every finish on record.
+                return finished and saved and max(saved) > max(finished) + 0.5
 
-            poll(some_trials_done, timeout=240, what="a first finished trial")
+            poll(a_finish_saved_by_tune, timeout=240, what="a finished trial in Tune's saved experiment state")
         # The machine "reboots": the service's group and the whole Ray head die at once.
         service.crash()
         with contextlib.suppress(ProcessLookupError):
             os.killpg(first_head.pid, signal.SIGKILL)
         kill_pids(pids_with_arg(first_head.temp_dir))
         wait_for(lambda: not pids_with_arg(first_head.temp_dir), 30, "the first Ray head to be gone")
-        store = JobStore(f"sqlite:///{state_dir / 'longtail.db'}")
-        try:
-            finished = {t["trial_id"] for t in store.trial_rows(job_id) if t["status"] == "succeeded"}
-        finally:
-            store.close()
+        finished = finished_in_spool()
         assert 1 <= len(finished) < 3
 
         service.start()
@@ -200,5 +209,8 @@ def test_crash_of_service_and_ray_head_resumes_the_job(state_dir: Path) -> None:
         assert len(trial_actors) == 3 - len(finished), [a.class_name for a in actors]
     finally:
         service.crash()
+        if first_head is not None:  # its dying drivers may still write logs there
+            kill_pids(pids_with_arg(first_head.temp_dir))
+            shutil.rmtree(first_head.temp_dir, ignore_errors=True)
     events = assert_complete_once(state_dir, job_id, results, epochs)
     assert [e["type"] for e in events].count("resumed") == 1
