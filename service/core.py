@@ -236,6 +236,10 @@ class JobService:
         A transient refusal (the cluster is unreachable, its job agent not up yet) leaves the job queued for the
         next pass, up to ``MAX_SUBMIT_ATTEMPTS``; any other error fails the job with the reason.
         """
+        problem = self._storage_problem(job.id)
+        if problem is not None:
+            self._fail(job.id, problem)
+            return
         secret = secrets.token_urlsafe(32)
         sub_id = submission_id_for(job.id)
         if not self.store.prepare_dispatch(job.id, sub_id, secret_hash(secret)):
@@ -273,6 +277,21 @@ class JobService:
             return
         logger.info("job %s submitted to Ray as %s", job.id, sub_id)
         self.notifier.notify()
+
+    def _storage_problem(self, job_id: str) -> str | None:
+        """Why the job's folder under the storage path cannot be written (read-only, full, not a folder), or None.
+
+        Checked before the job goes to Ray: the driver keeps its spool and Tune its checkpoints there.
+        """
+        job_dir = self.job_dir(job_id)
+        probe = job_dir / ".write-test"
+        try:
+            job_dir.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"ok")
+            probe.unlink()
+        except OSError as exc:
+            return f"the storage path {self.settings.storage_path} cannot be written ({type(exc).__name__}: {exc})"
+        return None
 
     def _fail(self, job_id: str, error: str) -> None:
         try:

@@ -177,7 +177,10 @@ async def _event_stream(service: Any, job_id: str, last: int, poll_s: float, hea
                 continue
             job = await asyncio.to_thread(store.get_job, job_id)
             if job.status.terminal:
-                return
+                # The terminal status may have committed (with its last events) after the read above: read again.
+                if not await asyncio.to_thread(store.events_after, job_id, last, 1):
+                    return
+                continue
             if time.monotonic() - last_sent >= heartbeat_s:
                 yield ": heartbeat\n\n"
                 last_sent = time.monotonic()

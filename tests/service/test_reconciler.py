@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from service.core import LOST_BY_CLUSTER
@@ -34,8 +35,9 @@ def test_queue_runs_at_most_max_running_jobs_oldest_first(make_api, settings) ->
     assert [s.job_id for s in api.fake.submissions] == ids[:1] + ids[1:]
 
 
-def test_job_lost_by_cluster_without_its_storage_fails_saying_why(api) -> None:
+def test_job_lost_by_cluster_without_its_storage_fails_saying_why(api, settings) -> None:
     job_id = api.start()
+    shutil.rmtree(settings.storage_path / job_id)  # its storage went away (another disk, deleted)
     api.fake.states.clear()  # the cluster was restarted: it forgot its jobs
     api.tick()
     job = api.client.get(f"/jobs/{job_id}").json()
@@ -47,7 +49,7 @@ def test_job_lost_by_cluster_without_its_storage_fails_saying_why(api) -> None:
 def test_job_lost_by_cluster_resumes_until_max_resumes(make_api, settings) -> None:
     api = make_api(settings.model_copy(update={"max_resumes": 2}))
     job_id = api.start()
-    (settings.storage_path / job_id).mkdir(parents=True)  # its driver's spool folder: the experiment is there
+    assert (settings.storage_path / job_id).is_dir()  # made at dispatch; its driver's spool and experiment go there
     first = api.fake.submission(job_id)
     api.send(job_id, driver_events(["a"], epochs=1))
     for n in (1, 2):
@@ -90,7 +92,6 @@ def test_transient_refusal_of_a_resume_is_retried_uncounted(make_api, settings) 
     fake = Flaky()
     api = make_api(settings, fake)
     job_id = api.start()
-    (settings.storage_path / job_id).mkdir(parents=True)
     fake.states.clear()
     fake.refuse = 2
     api.tick()
@@ -157,7 +158,7 @@ def test_spool_and_result_file_are_replayed(api, settings) -> None:
     events = driver_events(["c", "a"], epochs=2, control="c")
     api.send(job_id, events[:3])  # only the first few reached the service
     job_dir = Path(settings.storage_path) / job_id
-    job_dir.mkdir(parents=True)
+    job_dir.mkdir(parents=True, exist_ok=True)  # the service made it at dispatch
     result = json.loads(FIXTURE.read_text())
     with (job_dir / "events.jsonl").open("w") as f:
         for event in events:
@@ -204,3 +205,14 @@ def test_service_restart_keeps_running_job(make_api, settings) -> None:
     )
     assert second.client.get(f"/jobs/{job_id}").json()["status"] == "succeeded"
     assert len(fake.submissions) == 1  # never submitted twice
+
+
+def test_unwritable_storage_fails_the_job_with_the_reason(make_api, settings, tmp_path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the storage folder should be")
+    api = make_api(settings.model_copy(update={"storage_path": blocker / "ray_results"}))
+    job_id = api.start()
+    job = api.client.get(f"/jobs/{job_id}").json()
+    assert job["status"] == "failed" and "cannot be written" in job["error"] and str(blocker) in job["error"]
+    assert api.fake.submissions == []  # never sent to Ray
+    assert api.client.get("/healthz").status_code == 200  # the service stays up
