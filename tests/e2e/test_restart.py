@@ -1,11 +1,12 @@
 """Nothing lost, embedded mode: a real ``python -m service`` subprocess with its own Ray head (``service.ray_head``).
 
-The service runs in its own process group, as under a terminal or systemd; the whole group is SIGKILLed while a
-small digits job trains, and the service is started again on the same state directory. It reattaches to the Ray
-head it recorded there (which was outside that group), and the job succeeds with every epoch of every trial, each
-stored once. In the crash test the Ray head is SIGKILLed too: the restarted service starts a new head, dispatches
-the job again, and its driver resumes the Tune experiment; trials finished before the crash do not run again. The
-head is always stopped at the end, by its record (never a machine-wide ``ray stop``).
+The service runs in its own process group, as under a terminal or systemd. One small digits job meets two crashes:
+first the service's whole group is SIGKILLed mid-job and the service started again on the same state directory; it
+reattaches to the Ray head it recorded there (outside that group) and the job goes on. Then the service and the
+Ray head are SIGKILLed together (a reboot): the restarted service starts a new head and dispatches the job again,
+and its driver resumes the Tune experiment; trials finished before the crash do not run again. The job succeeds
+with every epoch of every trial, each stored once. The head is always stopped at the end, by its record (never a
+machine-wide ``ray stop``).
 """
 
 from __future__ import annotations
@@ -100,40 +101,6 @@ def state_dir(tmp_path: Path) -> Iterator[Path]:
         assert not pids_with_arg(record.temp_dir), "processes of the test's Ray head are still running"
 
 
-def test_service_crash_mid_job_then_restart_loses_nothing(state_dir: Path) -> None:
-    service = Service(state_dir)
-    try:
-        service.start()
-        head = read_record(state_dir)
-        assert head is not None and head.alive()
-        with httpx.Client(base_url=service.url, timeout=30) as c:
-            job_id = c.post("/jobs", json=tiny_spec(name="restart")).json()["id"]
-
-            def mid_job() -> Any:
-                job = c.get(f"/jobs/{job_id}").json()
-                assert job["status"] in ("queued", "running"), job
-                return job["progress"]["epochs_reported"] >= 1 and job
-
-            poll(mid_job, timeout=180, what="the first epoch")
-        service.crash()
-        assert head.alive(), "the Ray head died with the service"
-
-        service.start()
-        assert read_record(state_dir) == head  # reattached, not a new head
-        with httpx.Client(base_url=service.url, timeout=30) as c:
-            done = poll(
-                lambda: (j := c.get(f"/jobs/{job_id}").json())["status"] not in ("queued", "running") and j,
-                timeout=240,
-                what=f"job {job_id} to finish",
-            )
-            assert done["status"] == "succeeded", done
-            results = c.get(f"/jobs/{job_id}/results").json()
-    finally:
-        service.crash()
-
-    assert_complete_once(state_dir, job_id, results, tiny_spec()["train"]["epochs"])
-
-
 def assert_complete_once(state_dir: Path, job_id: str, results: dict[str, Any], epochs: int) -> list[dict]:
     """Every trial succeeded with every epoch; every driver event is stored once. Returns the stored events."""
     assert len(results["trials"]) == 3
@@ -153,7 +120,8 @@ def assert_complete_once(state_dir: Path, job_id: str, results: dict[str, Any], 
     return events
 
 
-def test_crash_of_service_and_ray_head_resumes_the_job(state_dir: Path) -> None:
+def test_service_crash_then_crash_with_its_ray_head_loses_nothing(state_dir: Path) -> None:
+    """Two crashes of one job: the service alone (it reattaches), then the service and the Ray head (it resumes)."""
     from ray.util.state import list_actors
 
     epochs = 6
@@ -162,19 +130,30 @@ def test_crash_of_service_and_ray_head_resumes_the_job(state_dir: Path) -> None:
     try:
         service.start()
         first_head = read_record(state_dir)
-        assert first_head is not None
+        assert first_head is not None and first_head.alive()
+        spool = experiment = None
         with httpx.Client(base_url=service.url, timeout=30) as c:
             job_id = c.post("/jobs", json=tiny_spec(name="crash", train={"epochs": epochs})).json()["id"]
-
             spool = state_dir / "ray_results" / job_id / "events.jsonl"
             experiment = state_dir / "ray_results" / f"tune-{job_id}"
 
-            def finished_in_spool() -> set[str]:
-                return {e["trial_id"] for e in read_spool(spool) if e["type"] == "trial_finished"}
+            def mid_job() -> Any:
+                job = c.get(f"/jobs/{job_id}").json()
+                assert job["status"] in ("queued", "running"), job
+                return job["progress"]["epochs_reported"] >= 1 and job
+
+            poll(mid_job, timeout=180, what="the first epoch")
+
+        # 1. The service's whole process group dies; its Ray head (another session) and the job go on.
+        service.crash()
+        assert first_head.alive(), "the Ray head died with the service"
+        service.start()
+        assert read_record(state_dir) == first_head  # reattached, not a new head
+        with httpx.Client(base_url=service.url, timeout=30) as c:
 
             def a_finish_saved_by_tune() -> Any:
                 job = c.get(f"/jobs/{job_id}").json()
-                assert job["status"] in ("queued", "running") and job["progress"]["trials_done"] < 3, job
+                assert job["status"] == "running" and job["resumes"] == 0 and job["progress"]["trials_done"] < 3, job
                 finished = [e["time"] for e in read_spool(spool) if e["type"] == "trial_finished"]
                 saved = [p.stat().st_mtime for p in experiment.glob("experiment_state*.json")]
                 # Tune saves its experiment state every 2 s (the driver's TUNE_GLOBAL_CHECKPOINT_S): crash once the
@@ -182,13 +161,14 @@ def test_crash_of_service_and_ray_head_resumes_the_job(state_dir: Path) -> None:
                 return finished and saved and max(saved) > max(finished) + 0.5
 
             poll(a_finish_saved_by_tune, timeout=240, what="a finished trial in Tune's saved experiment state")
-        # The machine "reboots": the service's group and the whole Ray head die at once.
+
+        # 2. The machine "reboots": the service's group and the whole Ray head die at once.
         service.crash()
         with contextlib.suppress(ProcessLookupError):
             os.killpg(first_head.pid, signal.SIGKILL)
         kill_pids(pids_with_arg(first_head.temp_dir))
         wait_for(lambda: not pids_with_arg(first_head.temp_dir), 30, "the first Ray head to be gone")
-        finished = finished_in_spool()
+        finished = {e["trial_id"] for e in read_spool(spool) if e["type"] == "trial_finished"}
         assert 1 <= len(finished) < 3
 
         service.start()
