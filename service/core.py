@@ -41,7 +41,8 @@ from service.validation import feasibility_details, parse_spec, resolve_dataset_
 logger = logging.getLogger("service.core")
 
 MAX_SUBMIT_ATTEMPTS = 20
-LOST_BY_CLUSTER = "the Ray cluster no longer knows this job (it was restarted?)"
+LOST_REASON = "the Ray cluster no longer knows this job"
+LOST_BY_CLUSTER = f"{LOST_REASON} (it was restarted?)"
 
 
 def secret_hash(secret: str) -> str:
@@ -350,7 +351,7 @@ class JobService:
                 return
             submission_id = f"{submission_id_for(job.id)}-r{job.resumes + 1}"
         secret = secrets.token_urlsafe(32)
-        reason = LOST_BY_CLUSTER.replace(" (it was restarted?)", "")
+        reason = f"{LOST_REASON} (its Ray head died or was restarted)"
         if retry is not None and retry == job.submission_id:
             updated = self.store.set_driver_secret(job.id, secret_hash(secret))
         else:

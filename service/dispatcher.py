@@ -117,6 +117,16 @@ def driver_env(sub: Submission) -> dict[str, str]:
     return env
 
 
+def _token_available() -> bool:
+    """A Ray auth token where Ray looks: RAY_AUTH_TOKEN, the file RAY_AUTH_TOKEN_PATH names, ~/.ray/auth_token."""
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    return bool(
+        os.environ.get("RAY_AUTH_TOKEN")
+        or (path and Path(path).is_file())
+        or (Path.home() / ".ray" / "auth_token").is_file()
+    )
+
+
 def _dashboard_from_address(address: str) -> str:
     if address in ("auto", "local", ""):
         return "http://127.0.0.1:8265"
@@ -148,6 +158,9 @@ class RayDispatcher:
             logger.warning("Ray is not reachable yet: %s", exc)
 
     def _start_embedded(self) -> None:
+        # The head, the Jobs client here and the drivers (driver_env) must agree on token auth: Ray's default
+        # (token) unless the environment says otherwise, set before Ray reads its config.
+        mode = os.environ.setdefault("RAY_AUTH_MODE", "token")
         import ray
 
         if ray.is_initialized():  # someone in this process started Ray already (tests): use it
@@ -159,8 +172,12 @@ class RayDispatcher:
             return
         from service.ray_head import ensure_head
 
-        # The head, the Jobs client here and the drivers (driver_env) must agree on token auth.
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
+        if mode == "token":
+            from ray._private.authentication import authentication_token_setup as auth
+
+            auth._enable_token_auth()  # this process's cached Ray config follows the variable
+            if not _token_available():  # `ray start` makes none (ray.init does): ~/.ray/auth_token
+                auth.generate_and_save_token()
         assert self.settings.state_dir is not None
         record, started = ensure_head(
             self.settings.state_dir, num_cpus=self.settings.ray_num_cpus, num_gpus=self.settings.ray_num_gpus

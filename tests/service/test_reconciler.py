@@ -6,7 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
-from service.core import LOST_BY_CLUSTER
+from service.core import LOST_BY_CLUSTER, LOST_REASON
 from service.dispatcher import DriverState, Submission
 from service.errors import Unavailable
 from service.testing import FakeDispatcher, driver_events
@@ -57,7 +57,9 @@ def test_job_lost_by_cluster_resumes_until_max_resumes(make_api, settings) -> No
         api.tick()
         job = api.client.get(f"/jobs/{job_id}").json()
         assert job["status"] == "running" and job["resumes"] == n
-        assert [r["reason"] for r in job["resume_history"]] == [LOST_BY_CLUSTER.replace(" (it was restarted?)", "")] * n
+        assert [r["reason"] for r in job["resume_history"]] == [
+            f"{LOST_REASON} (its Ray head died or was restarted)"
+        ] * n
         latest = api.fake.submissions[-1]
         assert (latest.job_id, latest.submission_id) == (job_id, f"longtail-{job_id}-r{n}")
         assert latest.secret != first.secret and latest.spec_json == first.spec_json
