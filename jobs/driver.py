@@ -75,7 +75,11 @@ class EventSender:
         self._pending: collections.deque[dict[str, Any]] = collections.deque()
         self._seq = 0
         if self.spool_path.exists():  # a restarted driver continues the numbering; the service has what it has
-            for line in self.spool_path.read_text().splitlines():
+            text = self.spool_path.read_text()
+            if text and not text.endswith("\n"):  # torn by a crash: new events start on a line of their own
+                with self.spool_path.open("a") as f:
+                    f.write("\n")
+            for line in text.splitlines():
                 try:
                     self._seq = max(self._seq, int(json.loads(line)["seq"]))
                 except (ValueError, KeyError, TypeError):

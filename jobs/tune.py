@@ -423,7 +423,8 @@ def run_job(
     ``resume``: continue the experiment ``experiment_name`` left in ``storage_path`` by a run that was lost (its Ray
     cluster died): finished trials are kept, unfinished and errored ones resume from their last checkpoints
     (``_tuner``). ``prior_events`` are the events that run reported; they are folded into the result, and an event
-    seen before (a resumed trial starting again) is not emitted twice.
+    seen before (a resumed trial starting again) is not emitted twice. With no saved experiment state it starts
+    over.
     """
     import ray
     from ray import tune
@@ -434,9 +435,12 @@ def run_job(
     if not ray.is_initialized():
         ray.init(address=ray_address, log_to_driver=False, configure_logging=False)
 
+    name = experiment_name or f"{spec.name.replace(' ', '_')}-{int(time.time())}"
+    # Resume what Tune saved; without its state (lost before the first save) the search starts over, afresh.
+    resume = resume and tune.Tuner.can_restore(str(Path(storage) / name))
     collector = ResultCollector(spec, dataset_meta(spec))
     seen: set[tuple[Any, ...]] = set()
-    for event in prior_events:
+    for event in prior_events if resume else ():
         if event.get("type") in ("trial_started", "epoch", "trial_finished"):
             seen.add(_event_key(event))
             collector.apply(event)
@@ -452,7 +456,6 @@ def run_job(
             except Exception:  # a broken sink must not kill the search
                 logger.exception("on_event failed for %s", event.get("type"))
 
-    name = experiment_name or f"{spec.name.replace(' ', '_')}-{int(time.time())}"
     job = {
         "dataset": spec.dataset.model_dump(),
         "scaling": spec.scaling.model_dump() | {"gpus": spec.scaling.gpus},

@@ -317,6 +317,7 @@ class JobService:
         assert job.submission_id is not None
         info = await self.dispatcher.get_driver(job.submission_id)
         if info.state in (DriverState.PENDING, DriverState.RUNNING):
+            self._resume_retry.pop(job.id, None)  # a resubmission that timed out got through after all
             return
         # The driver is gone: first take whatever it left on disk (events it could not deliver, its result).
         if self.replay_spool(job.id) and self.store.get_job(job.id).status.terminal:
