@@ -1,12 +1,18 @@
 """Latency and throughput of the API over a real uvicorn on loopback, against a bare FastAPI endpoint.
 
     python benchmarks/bench_api.py [--requests 2000] [--concurrency 8]
+    python benchmarks/bench_api.py --mixed [--clients 64] [--duration 60]
 
 Measures ``POST /jobs`` (dispatch stubbed at the boundary: a FakeDispatcher) and ``GET /jobs/{id}/results`` of a
 stored, finished 50-trial job, and ``GET /bare`` of a one-line FastAPI app served the same way, in the same run.
 Each server runs in its own process (``--serve``), the client here with httpx and keep-alive: first sequential
 requests (latency p50/p99), then ``--concurrency`` threads (requests/s). Goals: results >= 50% of the bare
 endpoint's throughput; POST p50 < 20 ms.
+
+``--mixed``: the same service on SQLite, then on PostgreSQL (a throwaway server, as in the tests: ``tests/pg.py``),
+each under ``--clients`` threads for ``--duration`` seconds, each thread looping over POST /jobs, GET results of the
+50-trial job and its SSE event stream (a finished job's stream replays and ends). Prints requests/s, p50/p99 per
+request kind and the count of 5xx. Goals: zero 5xx; PostgreSQL's p99 within 2x SQLite's.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import argparse
 import copy
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -57,12 +64,12 @@ def fifty_trial_result() -> dict:
     return base
 
 
-def prepare_store(state: Path) -> str:
+def prepare_store(state: Path, store_url: str | None = None) -> str:
     """A finished 50-trial job in the store; returns its id."""
     from service.settings import Settings
     from service.store import JobStatus, JobStore
 
-    settings = Settings(state_dir=state, api_tokens={})
+    settings = Settings(state_dir=state, api_tokens={}, store_url=store_url)
     store = JobStore(str(settings.store_url))
     job, _ = store.create_job(
         owner="local",
@@ -79,7 +86,7 @@ def prepare_store(state: Path) -> str:
     return job.id
 
 
-def serve(kind: str, port: int, state: str) -> None:
+def serve(kind: str, port: int, state: str, store_url: str | None = None) -> None:
     import uvicorn
     from fastapi import FastAPI
 
@@ -96,6 +103,7 @@ def serve(kind: str, port: int, state: str) -> None:
 
         settings = Settings(
             state_dir=Path(state),
+            store_url=store_url,
             api_tokens={},
             max_jobs_per_owner=10**9,
             max_trials_per_job=1000,
@@ -111,10 +119,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(kind: str, state: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(kind: str, state: Path, store_url: str | None = None) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
+    extra = ["--store-url", store_url] if store_url else []
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--serve", kind, "--port", str(port), "--state", str(state)], cwd=ROOT
+        [sys.executable, __file__, "--serve", kind, "--port", str(port), "--state", str(state), *extra], cwd=ROOT
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -161,6 +170,102 @@ def measure(url: str, request: Callable[[httpx.Client], httpx.Response], n: int,
     }
 
 
+def mixed_load(url: str, job_id: str, clients: int, duration: float) -> dict[str, dict]:
+    """``clients`` threads for ``duration`` s, each looping POST /jobs, GET results, GET the SSE stream."""
+    kinds = {
+        "POST /jobs": lambda c: c.post("/jobs", json=SPEC),
+        "GET /jobs/{id}/results": lambda c: c.get(f"/jobs/{job_id}/results"),
+        "GET /jobs/{id}/events (SSE)": lambda c: c.get(f"/jobs/{job_id}/events"),
+    }
+    latencies: dict[str, list[float]] = {k: [] for k in kinds}
+    errors: dict[str, int] = dict.fromkeys(kinds, 0)
+    lock = threading.Lock()
+    start = threading.Barrier(clients)
+    stop_at: list[float] = []
+
+    def client() -> None:
+        mine = {k: [] for k in kinds}
+        bad = dict.fromkeys(kinds, 0)
+        with httpx.Client(base_url=url, timeout=60) as c:
+            start.wait()
+            if not stop_at:
+                stop_at.append(time.perf_counter() + duration)
+            while time.perf_counter() < stop_at[0]:
+                for kind, request in kinds.items():
+                    t0 = time.perf_counter()
+                    try:
+                        status = request(c).status_code
+                    except httpx.HTTPError:
+                        status = 599  # a dropped connection counts as a server error
+                    mine[kind].append(time.perf_counter() - t0)
+                    bad[kind] += status >= 500
+        with lock:
+            for kind in kinds:
+                latencies[kind] += mine[kind]
+                errors[kind] += bad[kind]
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    out = {}
+    for kind, values in latencies.items():
+        values.sort()
+        out[kind] = {
+            "n": len(values),
+            "rps": len(values) / elapsed,
+            "p50_ms": 1000 * statistics.median(values) if values else float("nan"),
+            "p99_ms": 1000 * values[min(len(values) - 1, int(0.99 * len(values)))] if values else float("nan"),
+            "5xx": errors[kind],
+        }
+    return out
+
+
+def main_mixed(clients: int, duration: float) -> None:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from pg import start_server as start_pg
+
+    pg = start_pg()
+    table = []
+    try:
+        for backend in ("sqlite", "postgresql"):
+            with tempfile.TemporaryDirectory() as tmp:
+                state = Path(tmp)
+                store_url = pg.url(pg.create_db()) if backend == "postgresql" else None
+                job_id = prepare_store(state, store_url)
+                proc, url = start_server("service", state, store_url)
+                try:
+                    for kind, m in mixed_load(url, job_id, clients, duration).items():
+                        table.append((backend, kind, m))
+                finally:
+                    proc.terminate()
+                    proc.wait(timeout=30)
+    finally:
+        pg.stop()
+        shutil.rmtree(pg.root, ignore_errors=True)
+    print(f"CPUs: {os.cpu_count()}, {clients} client threads for {duration:.0f} s per backend, one uvicorn process")
+    print(
+        f"| {'backend':10} | {'request':28} | {'count':>6} | {'req/s':>6} | {'p50 ms':>7} | {'p99 ms':>8} | "
+        f"{'5xx':>4} |"
+    )
+    print(f"|{'-' * 12}|{'-' * 30}|{'-' * 8}|{'-' * 8}|{'-' * 9}|{'-' * 10}|{'-' * 6}|")
+    for backend, kind, m in table:
+        print(
+            f"| {backend:10} | {kind:28} | {m['n']:6d} | {m['rps']:6.1f} | {m['p50_ms']:7.1f} | "
+            f"{m['p99_ms']:8.1f} | {m['5xx']:4d} |"
+        )
+    p99 = {b: max(m["p99_ms"] for bb, _, m in table if bb == b) for b in ("sqlite", "postgresql")}
+    errors = sum(m["5xx"] for _, _, m in table)
+    print(
+        f"goals: zero 5xx: {'met' if errors == 0 else f'NOT met ({errors})'}; PostgreSQL p99 within 2x SQLite's "
+        f"(worst kind {p99['postgresql']:.0f} ms vs {p99['sqlite']:.0f} ms): "
+        f"{'met' if p99['postgresql'] <= 2 * p99['sqlite'] else 'NOT met'}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=2000)
@@ -169,9 +274,16 @@ def main() -> None:
     parser.add_argument("--serve", choices=["bare", "service"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--state", help=argparse.SUPPRESS)
+    parser.add_argument("--store-url", help=argparse.SUPPRESS)
+    parser.add_argument("--mixed", action="store_true", help="mixed load on SQLite and PostgreSQL")
+    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--duration", type=float, default=60.0)
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve, args.port, args.state)
+        serve(args.serve, args.port, args.state, args.store_url)
+        return
+    if args.mixed:
+        main_mixed(args.clients, args.duration)
         return
 
     with tempfile.TemporaryDirectory() as tmp:

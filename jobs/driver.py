@@ -11,6 +11,10 @@ replay the spool and the result file itself after a restart.
 The spec comes from ``--spec-file`` or, by default, the ``LONGTAIL_JOB_SPEC`` environment variable. The secret
 comes from ``--secret-file`` (a 0600 file the service writes and removes once the job is final; the Ray job's
 environment is public to whoever can reach Ray's Jobs API), or ``LONGTAIL_DRIVER_SECRET`` for a manual run.
+
+A driver that finds a spool of an earlier driver of its job (the service dispatched the job again because its Ray
+cluster lost it) resumes: ``run_job(resume=True)`` restores the Tune experiment from its checkpoints, with the
+spooled events as what was reported already (none is sent twice).
 """
 
 from __future__ import annotations
@@ -73,7 +77,11 @@ class EventSender:
         self._pending: collections.deque[dict[str, Any]] = collections.deque()
         self._seq = 0
         if self.spool_path.exists():  # a restarted driver continues the numbering; the service has what it has
-            for line in self.spool_path.read_text().splitlines():
+            text = self.spool_path.read_text()
+            if text and not text.endswith("\n"):  # torn by a crash: new events start on a line of their own
+                with self.spool_path.open("a") as f:
+                    f.write("\n")
+            for line in text.splitlines():
                 try:
                     self._seq = max(self._seq, int(json.loads(line)["seq"]))
                 except (ValueError, KeyError, TypeError):
@@ -157,6 +165,23 @@ class EventSender:
         self._client.close()
 
 
+def read_spool(path: Path) -> list[dict[str, Any]]:
+    """The events an earlier driver of this job spooled (a torn last line is skipped); [] when there was none."""
+    events = []
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(event, dict) and isinstance(event.get("seq"), int):
+            events.append(event)
+    return events
+
+
 def _on_sigterm(signum: int, frame: Any) -> None:
     # Cancelled (the Jobs API's stop_job): leave now. Tune would otherwise go on scheduling trials until the
     # SIGKILL; exiting makes Ray reclaim this driver's actors and placement groups at once.
@@ -185,12 +210,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--secret-file", type=Path, help=f"the per-job secret (default: ${SECRET_ENV})")
     args = parser.parse_args(argv)
 
+    # Tune saves its experiment state every few seconds (default: 10 s or more): a resumed run reruns less.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     secret = args.secret_file.read_text().strip() if args.secret_file else os.environ.get(SECRET_ENV, "")
     spec_text = args.spec_file.read_text() if args.spec_file else os.environ.get(SPEC_ENV)
     if not spec_text:
         print(f"[driver] no spec: pass --spec-file or set {SPEC_ENV}", file=sys.stderr)
         return 2
     job_dir = Path(args.storage_path) / args.job_id
+    prior_events = read_spool(job_dir / "events.jsonl")
     sender = EventSender(args.job_id, args.service_url, secret, job_dir)
     code = 0
     try:
@@ -200,9 +228,12 @@ def main(argv: list[str] | None = None) -> int:
 
         spec = JobSpec.model_validate_json(spec_text, context={"max_trials": 10**9, "max_epochs": 10**9})
         print(f"[driver] job {args.job_id}: {spec.trial_count()} trials of {spec.name!r}", flush=True)
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
         if "experiment_name" in inspect.signature(run_job).parameters:
             kwargs["experiment_name"] = f"tune-{args.job_id}"  # one Tune experiment folder per service job
+        if prior_events:
+            print(f"[driver] resuming job {args.job_id} ({len(prior_events)} events reported before)", flush=True)
+            kwargs.update(resume=True, prior_events=prior_events)
         result = run_job(spec, storage_path=str(Path(args.storage_path).absolute()), on_event=sender.emit, **kwargs)
         result = finite(result)
         _write_atomic(job_dir / "result.json", json.dumps(result, default=str, allow_nan=False))

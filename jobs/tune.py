@@ -25,7 +25,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -475,6 +475,32 @@ def _trial_error(trial: Any) -> str:
     return "trial failed"
 
 
+def _event_key(event: dict[str, Any]) -> tuple[Any, ...]:
+    kind = event.get("type")
+    if kind == "epoch":
+        return (kind, event.get("trial_id"), event.get("epoch"))
+    if kind == "trial_finished":
+        return (kind, event.get("trial_id"), event.get("status"))
+    return (kind, event.get("trial_id"))
+
+
+def _tuner(trainable: Any, *, resume: bool, param_space: dict[str, Any], tune_config: Any, run_config: Any) -> Any:
+    """A new Tuner, or (``resume``, and the experiment can be restored) the lost run's, restored from storage."""
+    from ray import tune
+
+    path = str(Path(run_config.storage_path) / run_config.name)
+    if resume and tune.Tuner.can_restore(path):
+        tuner = tune.Tuner.restore(
+            path, trainable=trainable, param_space=param_space or None, resume_unfinished=True, resume_errored=True
+        )
+        # The restored run config's callbacks and stopper were pickled without their sink and dataset loader
+        # (their __getstate__): put this run's in.
+        restored = tuner._local_tuner.get_run_config()
+        restored.callbacks, restored.stop = run_config.callbacks, run_config.stop
+        return tuner
+    return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
+
+
 def _short_error(text: str, limit: int = 2000) -> str:
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
     return "\n".join(lines[-12:])[-limit:]
@@ -510,6 +536,8 @@ def run_job(
     ray_address: str | None = None,
     experiment_name: str | None = None,
     in_process: bool | None = None,
+    resume: bool = False,
+    prior_events: Iterable[dict[str, Any]] = (),
 ) -> dict[str, Any]:
     """Run the job's search on Ray and return the JobResult (see docs/ARCHITECTURE.md).
 
@@ -520,6 +548,12 @@ def run_job(
     Single-worker trials train in the Tune trial's own process (``in_process``, the default when
     ``scaling.num_workers`` is 1); ``in_process=False`` runs them as one-worker ``TorchTrainer`` runs instead, as
     DDP trials always run (the benchmark compares the two).
+
+    ``resume``: continue the experiment ``experiment_name`` left in ``storage_path`` by a run that was lost (its Ray
+    cluster died): finished trials are kept, unfinished and errored ones resume from their last checkpoints
+    (``_tuner``). ``prior_events`` are the events that run reported; they are folded into the result, and an event
+    seen before (a resumed trial starting again) is not emitted twice. With no saved experiment state it starts
+    over.
     """
     import ray
     from ray import tune
@@ -534,10 +568,20 @@ def run_job(
     if not ray.is_initialized():
         ray.init(address=ray_address, log_to_driver=False, configure_logging=False)
 
+    name = experiment_name or f"{spec.name.replace(' ', '_')}-{int(time.time())}"
+    # Resume what Tune saved; without its state (lost before the first save) the search starts over, afresh.
+    resume = resume and tune.Tuner.can_restore(str(Path(storage) / name))
     meta = DeferredDatasetMeta(spec)
     collector = ResultCollector(spec)
+    seen: set[tuple[Any, ...]] = set()
+    for event in prior_events if resume else ():
+        if event.get("type") in ("trial_started", "epoch", "trial_finished"):
+            seen.add(_event_key(event))
+            collector.apply(event)
 
     def emit(event: dict[str, Any]) -> None:
+        if _event_key(event) in seen:
+            return  # reported by the run this one resumes
         event.setdefault("time", time.time())
         collector.apply(event)
         if on_event is not None:
@@ -546,7 +590,6 @@ def run_job(
             except Exception:  # a broken sink must not kill the search
                 logger.exception("on_event failed for %s", event.get("type"))
 
-    name = experiment_name or f"{spec.name.replace(' ', '_')}-{int(time.time())}"
     if in_process is None:
         in_process = spec.scaling.num_workers == 1
     elif in_process and spec.scaling.num_workers > 1:
@@ -581,8 +624,9 @@ def run_job(
         param_space = {"trial": tune.grid_search(plan_trials(spec))}
         num_samples = 1
 
-    tuner = tune.Tuner(
+    tuner = _tuner(
         trainable,
+        resume=resume,
         param_space=param_space,
         tune_config=tune.TuneConfig(
             metric=spec.tune.metric,

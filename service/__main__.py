@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 from service.app import create_app
 from service.server import serve
 from service.settings import Settings
+from service.store import JobStore, StoreUnavailable
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -19,6 +21,10 @@ def main(argv: list[str] | None = None) -> None:
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     settings = Settings(**overrides)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        JobStore(str(settings.store_url)).close()  # an unreachable database: one clear line, exit 1
+    except StoreUnavailable as exc:
+        sys.exit(f"error: {exc}")
     app = create_app(settings)
     serve(app, settings, log_level=args.log_level)
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from service.client import DEFAULT_URL, Client, Job, LongtailError, Results, ServiceUnavailable
+from service.ray_head import kill_pids, pids_with_arg, stop_head  # noqa: F401 - pids_with_arg: re-exported
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 READY_TIMEOUT_S = 180.0
@@ -344,6 +345,16 @@ def _client(args: argparse.Namespace) -> Client:
     return Client(args.url, args.token or None, timeout=args.timeout, retries=3)
 
 
+def check_store(settings: Any) -> None:
+    """Open (and migrate) the job store before serving: an unreachable database is one clear error, exit 1."""
+    from service.store import JobStore, StoreUnavailable
+
+    try:
+        JobStore(str(settings.store_url)).close()
+    except StoreUnavailable as exc:
+        raise LongtailError(str(exc)) from None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import logging
 
@@ -365,6 +376,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "num_cpus": "ray_num_cpus",
         "num_gpus": "ray_num_gpus",
         "public_url": "public_url",
+        "stop_ray_on_exit": "stop_ray_on_exit",
     }
     overrides = {field: getattr(args, arg) for arg, field in names.items() if getattr(args, arg) is not None}
     try:
@@ -373,6 +385,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         first = exc.errors()[0]
         raise LongtailError(f"invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    check_store(settings)
     try:
         app = create_app(settings)
     except RuntimeError as exc:
@@ -509,22 +522,6 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def pids_with_arg(marker: str) -> list[int]:
-    """Processes with ``marker`` in their command line (e.g. a private Ray temp dir)."""
-    out = []
-    for entry in Path("/proc").glob("[0-9]*/cmdline"):
-        with contextlib.suppress(OSError, ValueError):
-            if marker.encode() in entry.read_bytes() and int(entry.parent.name) != os.getpid():
-                out.append(int(entry.parent.name))
-    return out
-
-
-def kill_pids(pids: Sequence[int]) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-
-
 def stop_process_tree(proc: subprocess.Popen[Any], grace_s: float = 45.0) -> None:
     """SIGTERM the child (the service shuts its Ray down), then SIGKILL its process group and any descendant left."""
     family = descendants(proc.pid) if proc.poll() is None else []
@@ -552,6 +549,7 @@ def local_service(state_dir: Path, port: int, log_path: Path) -> Iterator[subpro
             "LONGTAIL_HOST": "127.0.0.1",
             "LONGTAIL_PORT": str(port),
             "LONGTAIL_API_TOKENS": "",  # loopback only, no tokens
+            "LONGTAIL_STOP_RAY_ON_EXIT": "true",  # the demo leaves nothing running
             "PYTHONUNBUFFERED": "1",
         }
     )
@@ -574,6 +572,8 @@ def local_service(state_dir: Path, port: int, log_path: Path) -> Iterator[subpro
         yield proc
     finally:
         stop_process_tree(proc)
+        # The service stops its Ray head on a clean exit; if it could not (killed), stop it by its record.
+        stop_head(state_dir)
 
 
 def _log_tail(path: Path, lines: int = 15) -> str:
@@ -706,6 +706,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--public-url", help="how job drivers reach the service (default http://127.0.0.1:<port>)")
     p.add_argument("--num-cpus", type=int, help="embedded Ray: CPUs to use (default all)")
     p.add_argument("--num-gpus", type=int, help="embedded Ray: GPUs to use (default detected)")
+    p.add_argument(
+        "--stop-ray-on-exit",
+        action="store_true",
+        default=None,
+        help="embedded Ray: stop it (and its jobs) when the service stops; by default it keeps running, and the "
+        "next start reattaches to it (env LONGTAIL_STOP_RAY_ON_EXIT)",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=cmd_serve)
 

@@ -4,7 +4,9 @@
 queue (at most ``max_running_jobs`` on Ray, oldest first), ingests driver events, cancels, and reconciles the store
 with what the cluster says (a background task, also run once at start-up):
 
-- a running job the cluster no longer knows -> failed ("the Ray cluster no longer knows this job ...");
+- a running job the cluster no longer knows (the Ray head died: a crash, a reboot) -> dispatched again, and its
+  driver resumes the Tune experiment from its checkpoints (``jobs.driver``); the job records how many times and why.
+  It fails only when it cannot resume: its storage is gone, or it resumed ``max_resumes`` times;
 - a driver that failed -> failed with its last log lines; one that finished but whose events were lost -> its
   spool file / ``result.json`` under the storage path are replayed (events are idempotent).
 """
@@ -47,7 +49,8 @@ logger = logging.getLogger("service.core")
 _EVENT: TypeAdapter[Any] = TypeAdapter(DriverEvent)
 MAX_SUBMIT_ATTEMPTS = 20
 _RAY_SESSION = re.compile(r"/[\w./-]*?/ray/session_[\w.-]+")
-LOST_BY_CLUSTER = "the Ray cluster no longer knows this job (it was restarted?)"
+LOST_REASON = "the Ray cluster no longer knows this job"
+LOST_BY_CLUSTER = f"{LOST_REASON} (it was restarted?)"
 
 
 def secret_hash(secret: str) -> str:
@@ -179,6 +182,7 @@ class JobService:
         self._task: asyncio.Task[None] | None = None
         self._submitting: set[str] = set()
         self._submit_attempts: dict[str, int] = {}
+        self._resume_retry: dict[str, str] = {}  # job id -> its resume submission that Ray did not take yet
         self._tick_lock: asyncio.Lock | None = None
         assert settings.secrets_dir is not None and settings.storage_path is not None and settings.data_root is not None
         self.secrets_dir = Path(settings.secrets_dir)
@@ -296,6 +300,10 @@ class JobService:
         A transient refusal (the cluster is unreachable, its job agent not up yet) leaves the job queued for the
         next pass, up to ``MAX_SUBMIT_ATTEMPTS``; any other error fails the job with the reason.
         """
+        problem = self._storage_problem(job.id)
+        if problem is not None:
+            self._fail(job.id, problem)
+            return
         secret = secrets.token_urlsafe(32)
         sub_id = submission_id_for(job.id)
         if not self.store.prepare_dispatch(job.id, sub_id, secret_hash(secret)):
@@ -338,6 +346,21 @@ class JobService:
             return
         logger.info("job %s submitted to Ray as %s", job.id, sub_id)
         self.notifier.notify()
+
+    def _storage_problem(self, job_id: str) -> str | None:
+        """Why the job's folder under the storage path cannot be written (read-only, full, not a folder), or None.
+
+        Checked before the job goes to Ray: the driver keeps its spool and Tune its checkpoints there.
+        """
+        job_dir = self.job_dir(job_id)
+        probe = job_dir / ".write-test"
+        try:
+            job_dir.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"ok")
+            probe.unlink()
+        except OSError as exc:
+            return f"the storage path {self.settings.storage_path} cannot be written ({type(exc).__name__}: {exc})"
+        return None
 
     def _fail(self, job_id: str, error: str) -> None:
         try:
@@ -382,12 +405,13 @@ class JobService:
         assert job.submission_id is not None
         info = await self.dispatcher.get_driver(job.submission_id)
         if info.state in (DriverState.PENDING, DriverState.RUNNING):
+            self._resume_retry.pop(job.id, None)  # a resubmission that timed out got through after all
             return
         # The driver is gone: first take whatever it left on disk (events it could not deliver, its result).
         if self.replay_spool(job.id) and self.store.get_job(job.id).status.terminal:
             return
         if info.state is DriverState.UNKNOWN:
-            self._fail(job.id, LOST_BY_CLUSTER)
+            await self._resume(job)
         elif info.state is DriverState.STOPPED:
             self._fail(job.id, "the Ray job was stopped outside the service")
         elif info.state is DriverState.FAILED:
@@ -396,6 +420,66 @@ class JobService:
             self._fail(job.id, reason + (f"\n--- last log lines ---\n{tail}" if tail else ""))
         elif info.state is DriverState.SUCCEEDED:
             self._fail(job.id, "the driver exited but its final result never reached the service")
+
+    async def _resume(self, job: JobRecord) -> None:
+        """Dispatch a running job the cluster lost again; its driver resumes from the experiment's checkpoints."""
+        job_dir = self.job_dir(job.id)
+        if not job_dir.is_dir():
+            self._fail(job.id, f"{LOST_BY_CLUSTER}; it cannot resume: its storage {job_dir} is gone")
+            return
+        retry = self._resume_retry.get(job.id)
+        if retry is not None and retry == job.submission_id:
+            submission_id = job.submission_id  # the last resume never reached Ray: submit it again, uncounted
+        else:
+            if job.resumes >= self.settings.max_resumes:
+                self._fail(
+                    job.id,
+                    f"{LOST_BY_CLUSTER}; it cannot resume: it resumed {job.resumes} times already "
+                    f"(LONGTAIL_MAX_RESUMES={self.settings.max_resumes})",
+                )
+                return
+            submission_id = f"{submission_id_for(job.id)}-r{job.resumes + 1}"
+        secret = secrets.token_urlsafe(32)
+        reason = f"{LOST_REASON} (its Ray head died or was restarted)"
+        if retry is not None and retry == job.submission_id:
+            updated = self.store.set_driver_secret(job.id, secret_hash(secret))
+        else:
+            updated = self.store.record_resume(
+                job.id,
+                submission_id=submission_id,
+                secret_hash=secret_hash(secret),
+                reason=reason,
+                max_resumes=self.settings.max_resumes,
+            )
+        if updated is None:
+            return  # cancelled or finished meanwhile
+        assert self.settings.storage_path is not None
+        secret_file = self.secret_file(job.id)  # the new driver's secret, like a first dispatch's (_start_job)
+        write_private(secret_file, secret)
+        submission = Submission(
+            job_id=job.id,
+            submission_id=submission_id,
+            spec_json=job.run_spec,
+            secret=secret,
+            secret_file=str(secret_file),
+            service_url=str(self.settings.public_url),
+            storage_path=str(self.settings.storage_path),
+        )
+        self._submitting.add(job.id)
+        try:
+            await self.dispatcher.submit(submission)
+        except Unavailable as exc:
+            self._resume_retry[job.id] = submission_id
+            logger.warning("resubmitting %s failed (will retry): %s", job.id, exc.message)
+            return
+        except Exception as exc:
+            self._fail(job.id, f"{LOST_BY_CLUSTER}; resubmitting it to resume failed: {exc}")
+            return
+        finally:
+            self._submitting.discard(job.id)
+        self._resume_retry.pop(job.id, None)
+        logger.info("job %s resumes as %s (resume %d)", job.id, submission_id, updated.resumes)
+        self.notifier.notify()
 
     async def _log_tail(self, submission_id: str) -> str:
         try:

@@ -4,9 +4,12 @@ Each job runs as its own Ray job through the Jobs API (one driver process per jo
 crashing job cannot take the API down. The Jobs client is synchronous; every call runs off the event loop
 (``asyncio.to_thread``).
 
-Modes: with no ``ray_address`` the service starts a local Ray in its own process (``ray.init`` with the dashboard on
-127.0.0.1); with one it talks to an existing cluster through its dashboard (``ray_dashboard_url``, default port
-8265 on the address's host) and never joins the cluster as a driver.
+Modes: with no ``ray_address`` (embedded) the service runs a local Ray head as a process of its own, outside the
+service's process group and session (``service.ray_head``: ``ray start --head``, recorded in the state directory),
+and reattaches to it on the next start, so a restarted or killed service leaves its jobs running; with
+``stop_ray_on_exit`` the service stops that head when it stops. With a ``ray_address`` it talks to an existing
+cluster through its dashboard (``ray_dashboard_url``, default port 8265 on the address's host). Either way it never
+joins the cluster as a driver.
 
 Errors: ``Unavailable`` when Ray cannot be reached; ``get_driver`` answers ``DriverState.UNKNOWN`` for a submission
 the cluster does not know (it was restarted).
@@ -121,6 +124,16 @@ def driver_env(sub: Submission) -> dict[str, str]:
     return env
 
 
+def _token_available() -> bool:
+    """A Ray auth token where Ray looks: RAY_AUTH_TOKEN, the file RAY_AUTH_TOKEN_PATH names, ~/.ray/auth_token."""
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    return bool(
+        os.environ.get("RAY_AUTH_TOKEN")
+        or (path and Path(path).is_file())
+        or (Path.home() / ".ray" / "auth_token").is_file()
+    )
+
+
 def _dashboard_from_address(address: str) -> str:
     if address in ("auto", "local", ""):
         return "http://127.0.0.1:8265"
@@ -136,7 +149,7 @@ class RayDispatcher:
         self.dashboard_url: str | None = settings.ray_dashboard_url
         self._client: Any = None
         self._nodes: list[dict[str, float]] = []
-        self._started_ray = False
+        self._head_state_dir: Path | None = None  # embedded mode: whose recorded head we use
         self.last_error: str | None = None
         self.last_refresh: float = 0.0
 
@@ -152,34 +165,48 @@ class RayDispatcher:
             logger.warning("Ray is not reachable yet: %s", exc)
 
     def _start_embedded(self) -> None:
+        # The head, the Jobs client here and the drivers (driver_env) must agree on token auth: Ray's default
+        # (token) unless the environment says otherwise, set before Ray reads its config.
+        mode = os.environ.setdefault("RAY_AUTH_MODE", "token")
         import ray
 
-        if not ray.is_initialized():
-            ctx = ray.init(
-                address="local",  # embedded: always a fresh local Ray, never RAY_ADDRESS or a `ray start` cluster
-                num_cpus=self.settings.ray_num_cpus,
-                num_gpus=self.settings.ray_num_gpus,
-                include_dashboard=True,
-                dashboard_host="127.0.0.1",
-                log_to_driver=False,
-                configure_logging=False,
-            )
-            self._started_ray = True
-            url = ctx.dashboard_url
-        else:  # someone in this process started Ray already (tests): use it
+        if ray.is_initialized():  # someone in this process started Ray already (tests): use it
             from ray._private.worker import get_dashboard_url
 
             url = get_dashboard_url()
+            if self.dashboard_url is None:
+                self.dashboard_url = url if url.startswith("http") else f"http://{url}"
+            return
+        from service.ray_head import ensure_head
+
+        if mode == "token":
+            from ray._private.authentication import authentication_token_setup as auth
+
+            auth._enable_token_auth()  # this process's cached Ray config follows the variable
+            if not _token_available():  # `ray start` makes none (ray.init does): ~/.ray/auth_token
+                auth.generate_and_save_token()
+        assert self.settings.state_dir is not None
+        record, started = ensure_head(
+            self.settings.state_dir, num_cpus=self.settings.ray_num_cpus, num_gpus=self.settings.ray_num_gpus
+        )
+        self._head_state_dir = self.settings.state_dir
         if self.dashboard_url is None:
-            self.dashboard_url = url if url.startswith("http") else f"http://{url}"
-        logger.info("embedded Ray started; dashboard and Jobs API at %s", self.dashboard_url)
+            self.dashboard_url = record.dashboard_url
+        logger.info(
+            "%s the embedded Ray head at %s; dashboard and Jobs API at %s",
+            "started" if started else "reattached to",
+            record.address,
+            self.dashboard_url,
+        )
 
     async def stop(self) -> None:
-        if self._started_ray:
-            import ray
+        """Leave the embedded head running (jobs go on; the next start reattaches), unless ``stop_ray_on_exit``."""
+        if self._head_state_dir is not None and self.settings.stop_ray_on_exit:
+            from service.ray_head import stop_head
 
-            await asyncio.to_thread(ray.shutdown)
-            self._started_ray = False
+            await asyncio.to_thread(stop_head, self._head_state_dir)
+            logger.info("stopped the embedded Ray head (stop_ray_on_exit)")
+            self._head_state_dir = None
 
     # -- cluster state ---------------------------------------------------------------------------------------------
     def node_resources(self) -> list[dict[str, float]]:

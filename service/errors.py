@@ -16,6 +16,7 @@ Every error leaves the service as ``{"error": {"code", "message", "details"}}``:
     ├── PayloadTooLarge     413    payload_too_large
     └── Unavailable         503    unavailable
     RequestValidationError  422    validation_error
+    a database error        503    store_unavailable (sqlalchemy OperationalError / InterfaceError; Retry-After)
     any other exception     500    internal_error    (details: {"error_id"}; the id is in the log with the traceback)
 """
 
@@ -28,6 +29,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger("service.errors")
@@ -145,6 +147,19 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         return JSONResponse(error_body(code, str(exc.detail)), exc.status_code, headers=getattr(exc, "headers", None))
+
+    async def _store_down(request: Request, exc: Exception) -> JSONResponse:
+        # The database went away (or stayed locked past its timeout): retryable, and nothing was half-written
+        # (every store method is one transaction). Drivers keep their events in their spool and resend.
+        logger.warning("the job store is unreachable on %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse(
+            error_body("store_unavailable", "the job store is unreachable; retry later"),
+            503,
+            headers={"Retry-After": "5"},
+        )
+
+    app.add_exception_handler(sa_exc.OperationalError, _store_down)
+    app.add_exception_handler(sa_exc.InterfaceError, _store_down)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -60,6 +60,10 @@ class JobRead(_Out):
     progress: Progress
     spec: dict[str, Any] = Field(description="The JobSpec as submitted (validated, defaults filled in).")
     links: JobLinks
+    resumes: int = Field(0, description="Times the job resumed from its checkpoints after its Ray cluster lost it.")
+    resume_history: list[dict[str, Any]] = Field(
+        default_factory=list, description="Each resume: its time and reason, oldest first."
+    )
 
 
 class JobList(_Out):

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     ray_dashboard_url: str | None = Field(None, description="Jobs API URL; derived in embedded mode")
     ray_num_cpus: int | None = Field(None, ge=1, description="Embedded mode: CPUs of the local Ray (default: all)")
     ray_num_gpus: int | None = Field(None, ge=0, description="Embedded mode: GPUs of the local Ray (default: detected)")
+    stop_ray_on_exit: bool = Field(
+        False, description="Embedded mode: stop the local Ray head (and its jobs) when the service stops"
+    )
 
     api_tokens: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     host: str = "127.0.0.1"
@@ -70,6 +73,10 @@ class Settings(BaseSettings):
     header_read_timeout_s: float = Field(10.0, gt=0, description="A connection without complete headers is closed")
     keep_alive_timeout_s: float = Field(5.0, gt=0, description="An idle kept-alive connection is closed")
     max_workers_per_trial: int = Field(64, ge=1)
+
+    max_resumes: int = Field(
+        3, ge=0, description="Times a running job is resumed from its checkpoints after its Ray cluster lost it"
+    )
 
     reconcile_interval_s: float = Field(5.0, gt=0)
     sse_heartbeat_s: float = Field(15.0, gt=0)

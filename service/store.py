@@ -1,7 +1,14 @@
 """The persistent job store: SQLAlchemy Core over SQLite (WAL, busy timeout) or any SQLAlchemy URL.
 
-Tables: ``jobs``, ``trials``, ``epochs``, ``events`` and ``schema_version``; the schema is created (and migrated,
-once there are migrations) on open. Everything the API shows comes from here, written as it happens.
+Tables: ``jobs``, ``trials``, ``epochs``, ``events`` and ``owners``; the schema is created and migrated on open with
+Alembic (``service/migrations``; a database of the hand-rolled ``schema_version`` 1 is stamped and upgraded).
+Everything the API shows comes from here, written as it happens.
+
+Races are closed in the database, so any number of service processes may share it: unique keys for idempotency
+keys, ``(job, trial)``, ``(job, trial, epoch)`` and ``(job, seq)``; a submission locks its owner's ``owners`` row
+before the quota check and the insert; ingesting events locks the job's row. On SQLite every write transaction is
+``BEGIN IMMEDIATE`` (one writer at a time, the others wait on ``busy_timeout``); the in-process lock only spares
+the threads of one process SQLite's polling busy handler.
 
 Status follows one transition table (``TRANSITIONS``), enforced by a conditional ``UPDATE``; anything else is an
 ``IllegalTransition``. Driver events are idempotent: each carries the driver's sequence number, and a
@@ -27,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
 from sqlalchemy.engine import Connection, Engine
 
 from jobs.results import is_better
@@ -41,7 +50,8 @@ except ImportError:  # pragma: no cover - Python 3.10
             return str(self.value)
 
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = "0003"  # the Alembic head revision
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
 class JobStatus(StrEnum):
@@ -96,6 +106,8 @@ jobs_table = sa.Table(
     sa.Column("submission_id", sa.String(128)),
     sa.Column("secret_hash", sa.String(64)),
     sa.Column("result", sa.Text),
+    sa.Column("resumes", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("resume_history", sa.Text),
     sa.UniqueConstraint("owner", "idempotency_key", name="uq_jobs_owner_idempotency"),
     sa.Index("ix_jobs_owner_num", "owner", "num"),
     sa.Index("ix_jobs_status", "status"),
@@ -143,10 +155,7 @@ events_table = sa.Table(
     sa.Index("ix_events_job_id", "job_id", "id"),
 )
 
-schema_version_table = sa.Table("schema_version", metadata, sa.Column("version", sa.Integer, nullable=False))
-
-# version -> statements upgrading from version-1 (none yet; the table is there so that later schemas can migrate).
-MIGRATIONS: dict[int, list[str]] = {}
+owners_table = sa.Table("owners", metadata, sa.Column("owner", sa.String(200), primary_key=True))
 
 
 @dataclass(frozen=True)
@@ -168,6 +177,8 @@ class JobRecord:
     secret_hash: str | None
     idempotency_key: str | None
     num: int
+    resumes: int = 0
+    resume_history: tuple[dict[str, Any], ...] = ()
 
     @classmethod
     def from_row(cls, row: Any) -> JobRecord:
@@ -190,6 +201,8 @@ class JobRecord:
             secret_hash=m["secret_hash"],
             idempotency_key=m["idempotency_key"],
             num=m["num"],
+            resumes=m["resumes"],
+            resume_history=tuple(json.loads(m["resume_history"] or "[]")),
         )
 
 
@@ -255,30 +268,42 @@ class JobStore:
         else:
             kwargs["pool_pre_ping"] = True
         self.engine: Engine = sa.create_engine(url, **kwargs)
-        # SQLite allows one writer; serialise this process's writers so read-then-write sequences stay atomic
-        # (other processes wait on busy_timeout).
+        # Not needed for correctness (BEGIN IMMEDIATE is): it queues this process's SQLite writers in order instead
+        # of letting them poll in SQLite's busy handler.
         self._write_lock = threading.RLock() if self.is_sqlite else _NullLock()
         if self.is_sqlite:
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-        self._migrate()
+            sa.event.listen(self.engine, "begin", _sqlite_begin)
+        try:
+            self._migrate()
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            self.engine.dispose()
+            reason = str(exc.orig if exc.orig is not None else exc).strip().splitlines()[0]
+            where = sa_url.render_as_string(hide_password=True)
+            raise StoreUnavailable(f"cannot open the job store at {where}: {reason}") from exc
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
     def _migrate(self) -> None:
-        with self._write_lock, self.engine.begin() as conn:
-            metadata.create_all(conn)
-            version = conn.execute(sa.select(schema_version_table.c.version)).scalar()
-            if version is None:
-                conn.execute(schema_version_table.insert().values(version=SCHEMA_VERSION))
-                return
-            for target in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in MIGRATIONS.get(target, []):
-                    conn.execute(sa.text(statement))
-            if version < SCHEMA_VERSION:
-                conn.execute(schema_version_table.update().values(version=SCHEMA_VERSION))
+        """Bring the schema to Alembic's head in one transaction (concurrent openers wait for each other)."""
+        with self._write() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(7271100)"))  # one migrator at a time
+            tables = set(sa.inspect(conn).get_table_names())
+            config = Config()
+            config.set_main_option("script_location", str(MIGRATIONS_DIR))
+            config.attributes["connection"] = conn
+            if "jobs" in tables and "alembic_version" not in tables:
+                # Created before Alembic: the hand-rolled schema_version 1 is revision 0001.
+                version = conn.execute(sa.text("SELECT version FROM schema_version")).scalar()
+                if version != 1:
+                    raise RuntimeError(f"the store's schema_version is {version!r}; this release migrates from 1")
+                command.stamp(config, "0001")
+            command.upgrade(config, "head")
 
-    def schema_version(self) -> int:
+    def schema_version(self) -> str:
+        """The Alembic revision of the database."""
         with self.engine.connect() as conn:
-            return int(conn.execute(sa.select(schema_version_table.c.version)).scalar_one())
+            return str(conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one())
 
     def close(self) -> None:
         self.engine.dispose()
@@ -290,8 +315,11 @@ class JobStore:
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        with self._write_lock, self.engine.begin() as conn:
-            yield conn
+        """One write transaction: ``BEGIN IMMEDIATE`` on SQLite (see ``_sqlite_begin``)."""
+        with self._write_lock, self.engine.connect() as conn:
+            conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
+            with conn.begin():
+                yield conn
 
     # -- jobs ------------------------------------------------------------------------------------------------------
     def create_job(
@@ -308,8 +336,14 @@ class JobStore:
         body_hash: str | None = None,
         max_active: int | None = None,
     ) -> tuple[JobRecord, bool]:
-        """Insert a queued job; returns (job, created). An idempotency key seen before returns that job."""
+        """Insert a queued job; returns (job, created). An idempotency key seen before returns that job.
+
+        The owner's row is locked first: one owner's submissions are checked and inserted one after the other, so
+        concurrent ones with one key make one job, and a quota of Q admits exactly Q.
+        """
         with self._write() as conn:
+            _insert_ignore(conn, owners_table, {"owner": owner})
+            conn.execute(sa.select(owners_table.c.owner).where(owners_table.c.owner == owner).with_for_update())
             if idempotency_key is not None:
                 row = conn.execute(
                     sa.select(*_JOB_COLUMNS, jobs_table.c.body_hash).where(
@@ -470,6 +504,53 @@ class JobStore:
                 == 1
             )
 
+    def record_resume(
+        self, job_id: str, *, submission_id: str, secret_hash: str, reason: str, max_resumes: int
+    ) -> JobRecord | None:
+        """A running job is dispatched again to resume: count it, say why, take the new submission and secret.
+
+        None (and nothing changed) when the job is no longer running or resumed ``max_resumes`` times already.
+        """
+        with self._write() as conn:
+            row = conn.execute(
+                sa.select(jobs_table.c.status, jobs_table.c.resumes, jobs_table.c.resume_history)
+                .where(jobs_table.c.id == job_id)
+                .with_for_update()
+            ).first()
+            if row is None:
+                raise NotFound(f"job {job_id!r} not found")
+            if row.status != str(JobStatus.RUNNING) or row.resumes >= max_resumes:
+                return None
+            now = time.time()
+            history = [*json.loads(row.resume_history or "[]"), {"time": now, "reason": reason}]
+            conn.execute(
+                jobs_table.update()
+                .where(jobs_table.c.id == job_id)
+                .values(
+                    resumes=row.resumes + 1,
+                    resume_history=_dumps(history),
+                    submission_id=submission_id,
+                    secret_hash=secret_hash,
+                )
+            )
+            payload = {"type": "resumed", "job_id": job_id, "resumes": row.resumes + 1, "reason": reason, "time": now}
+            conn.execute(
+                events_table.insert().values(job_id=job_id, seq=None, type="resumed", payload=_dumps(payload), time=now)
+            )
+            return JobRecord.from_row(conn.execute(sa.select(*_JOB_COLUMNS).where(jobs_table.c.id == job_id)).one())
+
+    def set_driver_secret(self, job_id: str, secret_hash: str) -> JobRecord | None:
+        """A running job's driver gets a new secret (its submission is retried); None if it is not running."""
+        with self._write() as conn:
+            updated = conn.execute(
+                jobs_table.update()
+                .where(jobs_table.c.id == job_id, jobs_table.c.status == str(JobStatus.RUNNING))
+                .values(secret_hash=secret_hash)
+            ).rowcount
+            if updated != 1:
+                return None
+            return JobRecord.from_row(conn.execute(sa.select(*_JOB_COLUMNS).where(jobs_table.c.id == job_id)).one())
+
     def _status_event(self, conn: Connection, job_id: str, status: JobStatus, error: str | None, now: float) -> None:
         payload = {"type": "status", "job_id": job_id, "status": str(status), "error": error, "time": now}
         conn.execute(
@@ -512,8 +593,10 @@ class JobStore:
         """
         accepted = duplicates = 0
         with self._write() as conn:
-            job = conn.execute(
-                sa.select(jobs_table.c.status, jobs_table.c.metric, jobs_table.c.mode).where(jobs_table.c.id == job_id)
+            job = conn.execute(  # locked: one job's batches apply one after the other, in any process
+                sa.select(jobs_table.c.status, jobs_table.c.metric, jobs_table.c.mode)
+                .where(jobs_table.c.id == job_id)
+                .with_for_update()
             ).first()
             if job is None:
                 raise NotFound(f"job {job_id!r} not found")
@@ -610,10 +693,10 @@ class JobStore:
         query = sa.select(trials_table).where(trials_table.c.job_id == job_id, trials_table.c.trial_id == trial_id)
         row = conn.execute(query).first()
         if row is None:
-            conn.execute(
-                trials_table.insert().values(
-                    job_id=job_id, trial_id=trial_id, status="pending", epochs_reported=0, started_at=when
-                )
+            _insert_ignore(
+                conn,
+                trials_table,
+                {"job_id": job_id, "trial_id": trial_id, "status": "pending", "epochs_reported": 0, "started_at": when},
             )
             row = conn.execute(query).one()
         return dict(row._mapping)
@@ -709,6 +792,10 @@ class JobStore:
             ).scalar()
 
 
+class StoreUnavailable(RuntimeError):
+    """The database cannot be reached (or opened) at start."""
+
+
 class _NullLock:
     def __enter__(self) -> None:
         return None
@@ -718,12 +805,19 @@ class _NullLock:
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.isolation_level = None  # the driver's implicit BEGIN off: _sqlite_begin emits it
     cursor = dbapi_conn.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # pysqlite's own BEGIN is off (see _sqlite_pragmas): reads begin DEFERRED, writes IMMEDIATE, so a write
+    # transaction holds the write lock from its first read and cannot lose a read-then-write race.
+    conn.exec_driver_sql(conn.get_execution_options().get("sqlite_begin", "BEGIN"))
 
 
 def _insert_ignore(conn: Connection, table: sa.Table, values: dict[str, Any]) -> bool:
@@ -740,4 +834,7 @@ def _insert_ignore(conn: Connection, table: sa.Table, values: dict[str, Any]) ->
             return True
         except sa.exc.IntegrityError:
             return False
-    return conn.execute(insert(table).values(**values).on_conflict_do_nothing()).rowcount == 1
+    statement = insert(table).values(**values).on_conflict_do_nothing()
+    if dialect == "postgresql":  # psycopg reports no rowcount for an INSERT with (implicit) RETURNING
+        return conn.execute(statement.returning(sa.literal_column("1"))).first() is not None
+    return conn.execute(statement).rowcount == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from pg import pg_server  # noqa: F401 - the session's PostgreSQL server, for the tests that use it
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # A loopback test cluster: no token auth, the same on every side (driver, Jobs client, `ray start`).

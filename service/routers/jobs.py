@@ -60,6 +60,8 @@ def job_read(job: JobRecord, store: JobStore) -> JobRead:
             "logs": f"{base}/logs",
             "cancel": f"{base}/cancel",
         },
+        resumes=job.resumes,
+        resume_history=list(job.resume_history),
     )
 
 

@@ -1,4 +1,8 @@
-"""Fixtures of the API tests: the real app and a real SQLite file, with a FakeDispatcher instead of Ray."""
+"""Fixtures of the API tests: the real app and a real database, with a FakeDispatcher instead of Ray.
+
+The database is a SQLite file; a module that overrides ``db_url`` with one parametrized over ``BACKENDS`` runs its
+tests on SQLite and on a real PostgreSQL server (``tests/pg.py``).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from pg import db_url_for
 from support import tiny_spec, wait_for  # noqa: F401 - re-exported to the service tests
 
 from service.app import create_app
@@ -18,11 +23,21 @@ ALICE, BOB = "alice-token-0001", "bob-token-00002"
 SECRET_HEADER = "X-Longtail-Driver-Secret"
 
 
+BACKENDS = ["sqlite", "postgresql"]
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A SQLite file (the modules that test the store override it with both backends)."""
+    return db_url_for("sqlite", request, tmp_path)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, db_url: str) -> Settings:
     (tmp_path / "data").mkdir()
     return Settings(
         state_dir=tmp_path,
+        store_url=db_url,
         data_root=tmp_path / "data",
         reconcile_interval_s=3600,
         sse_poll_s=0.05,

@@ -299,3 +299,36 @@ def test_format_config() -> None:
     )
     assert format_config({"loss": "focal", "loss_params": {"gamma": 2.0}, "lr": 0.05, "seed": 3}) == "gamma=2 lr=0.05"
     assert format_config({}) == ""
+
+
+def test_ray_head_record_and_stop_without_a_head(tmp_path) -> None:
+    """No record: nothing to stop. A record of a dead head (another boot) is not alive, and stopping it is safe."""
+    import json
+
+    from service.ray_head import RECORD, HeadRecord, read_record, stop_head
+
+    assert read_record(tmp_path) is None and stop_head(tmp_path) is False
+    dead = HeadRecord(
+        pid=1, address="127.0.0.1:1", dashboard_url="http://127.0.0.1:1", temp_dir=str(tmp_path / "no-such-ray"),
+        boot_id="another-boot", started_at=0.0, log="",
+    )  # fmt: skip
+    (tmp_path / RECORD).write_text(json.dumps(dead.__dict__))
+    assert read_record(tmp_path) == dead and not dead.alive(timeout=0.5)
+    assert stop_head(tmp_path) is True and read_record(tmp_path) is None
+
+
+@pytest.mark.parametrize("entry", [["-m", "service.cli", "serve"], ["-m", "service"]])
+def test_unreachable_database_at_start_is_one_clear_error(tmp_path, entry) -> None:
+    """A PostgreSQL URL where nothing listens: exit 1 with the (password-free) URL and the reason, no traceback."""
+    import os
+
+    from support import free_port
+
+    url = f"postgresql+psycopg://svc:s3cret@127.0.0.1:{free_port()}/longtail"
+    env = {**os.environ, "LONGTAIL_STORE_URL": url, "LONGTAIL_STATE_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, *entry, "--port", str(free_port())], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.returncode == 1, done.stderr
+    assert "cannot open the job store at postgresql+psycopg://svc:***@127.0.0.1" in done.stderr
+    assert "s3cret" not in done.stderr and "Traceback" not in done.stderr

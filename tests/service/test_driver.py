@@ -149,3 +149,37 @@ def test_entrypoint_and_env_keep_the_secret_out() -> None:
     assert sub.secret not in json.dumps(env) and "LONGTAIL_DRIVER_SECRET" not in env
     assert env["LONGTAIL_JOB_SPEC"] == "{}"
     assert str(Path(__file__).resolve().parents[2]) in env["PYTHONPATH"].split(":")
+
+
+def test_main_resumes_when_an_earlier_driver_left_a_spool(api, tmp_path: Path, monkeypatch) -> None:
+    """The job was dispatched again (its cluster lost it): the new driver resumes, numbering after the old spool."""
+    from service.testing import driver_events
+
+    job_id = api.start(tiny_spec())
+    sub = api.fake.submission(job_id)
+    spool = tmp_path / job_id / "events.jsonl"
+    spool.parent.mkdir(parents=True, exist_ok=True)
+    earlier = driver_events(["a"], epochs=1)  # seq 1..3, delivered before the crash
+    api.send(job_id, earlier)
+    spool.write_text("".join(json.dumps(e) + "\n" for e in earlier) + '{"seq": 4, "type": "epo')  # torn by the crash
+    calls = {}
+
+    def fake_run_job(spec, *, storage_path, on_event=None, experiment_name=None, resume=False, prior_events=()):
+        calls.update(resume=resume, prior=[e["seq"] for e in prior_events], name=experiment_name)
+        on_event({"type": "epoch", "trial_id": "a", "epoch": 2, "metrics": {"balanced_accuracy": 0.5}})
+        return json.loads(FIXTURE.read_text())
+
+    monkeypatch.setattr(jobs, "run_job", fake_run_job, raising=False)
+    real_client = httpx.Client
+    monkeypatch.setattr(driver.httpx, "Client", lambda **kw: real_client(transport=FlakyTransport(api.client, 0)))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv(driver.SECRET_ENV, sub.secret)
+    monkeypatch.setenv(driver.SPEC_ENV, sub.spec_json)
+    code = driver.main(
+        ["--job-id", job_id, "--service-url", "http://svc", "--storage-path", str(tmp_path), "--flush-deadline-s", "10"]
+    )
+    assert code == 0 and calls == {"resume": True, "prior": [1, 2, 3], "name": f"tune-{job_id}"}
+    new = driver.read_spool(spool)[3:]  # the torn line is skipped, the new events are whole lines after it
+    assert [(e["seq"], e["type"]) for e in new] == [(4, "epoch"), (5, "job_finished")]
+    assert api.client.get(f"/jobs/{job_id}").json()["status"] == "succeeded"
+    assert api.client.get(f"/jobs/{job_id}").json()["progress"]["epochs_reported"] >= 2

@@ -1,4 +1,7 @@
-"""The REST API through TestClient: every endpoint, status code and bad input of issue 5 (FakeDispatcher, no Ray)."""
+"""The REST API through TestClient: every endpoint, status code and bad input of issue 5 (FakeDispatcher, no Ray).
+
+Every test that touches the store runs on a SQLite file and on a real PostgreSQL server.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +12,18 @@ import threading
 from pathlib import Path
 
 import pytest
+from pg import db_url_for
 
 from service.dispatcher import DriverState
 from service.testing import FakeDispatcher, driver_events
-from tests.service.conftest import ALICE, BOB, SECRET_HEADER, Api, tiny_spec
+from tests.service.conftest import ALICE, BACKENDS, BOB, SECRET_HEADER, Api, tiny_spec
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "job_result.json"
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return db_url_for(request.param, request, tmp_path)
 
 
 def error_locs(response) -> list[str]:

@@ -61,3 +61,13 @@ def test_only_the_dispatcher_imports_ray() -> None:
             if any(n == "ray" or n.startswith("ray.") for n in names) and path.name != "dispatcher.py":
                 offenders.append(str(path))
     assert offenders == []
+
+
+def test_stop_ray_on_exit_is_off_by_default_and_settable(tmp_path: Path, monkeypatch) -> None:
+    from service.cli import build_parser
+
+    assert Settings(state_dir=tmp_path).stop_ray_on_exit is False
+    monkeypatch.setenv("LONGTAIL_STOP_RAY_ON_EXIT", "true")
+    assert Settings(state_dir=tmp_path).stop_ray_on_exit is True
+    assert build_parser().parse_args(["serve", "--stop-ray-on-exit"]).stop_ray_on_exit is True
+    assert build_parser().parse_args(["serve"]).stop_ray_on_exit is None  # unset: the setting decides
