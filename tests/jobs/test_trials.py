@@ -249,8 +249,13 @@ def test_cached_dataset_loads_once_per_process_and_reloads_a_changed_file(tmp_pa
 
     def write(n: int) -> None:
         y = np.repeat(np.arange(3), [n, 4, 2])
-        np.savez(path, x_train=rng.normal(size=(len(y), 5)).astype(np.float32), y_train=y,
-                 x_test=rng.normal(size=(6, 5)).astype(np.float32), y_test=np.repeat(np.arange(3), 2))
+        np.savez(
+            path,
+            x_train=rng.normal(size=(len(y), 5)).astype(np.float32),
+            y_train=y,
+            x_test=rng.normal(size=(6, 5)).astype(np.float32),
+            y_test=np.repeat(np.arange(3), 2),
+        )
 
     write(8)
     first = cached_dataset({"name": "npz", "path": str(path)})
