@@ -205,6 +205,7 @@ def plan_trials(spec: JobSpec) -> list[dict[str, Any]]:
     if spec.tune.control:
         trials += [control_trial(spec, r) for r in repeats]
     for index in range(len(spec.losses)):
+        configs = 0  # numbers the branch's configs: config_id "<branch>/<n>"
         sections = _sections(spec, index)
         axes = [
             (s, k, v.grid if isinstance(v, Grid) else v.choice)
@@ -222,7 +223,8 @@ def plan_trials(spec: JobSpec) -> list[dict[str, Any]]:
                     }
                     for s, d in sections.items()
                 }
-                config_id = f"{spec.losses[index].key}/{len(trials)}"
+                config_id = f"{spec.losses[index].key}/{configs}"
+                configs += 1
                 trials += [_assemble(spec, index, values, sample, r, config_id) for r in repeats]
     return trials
 
@@ -570,6 +572,31 @@ def _make_scheduler(spec: JobSpec):
     )
 
 
+def make_search_alg(spec: JobSpec) -> Any:
+    """TPE's searcher (None for random and grid search, whose trials are planned).
+
+    Optuna's TPE over ``tpe_space``, scored by ``SELECTION_SCORE``. With ``tune.repeats`` > 1 it is wrapped in a
+    ``ray.tune.search.Repeater``: each suggestion runs once per seed (the repeat index sets the seed, see
+    ``resolve_trial``), and TPE is told the mean of the seeds' scores (the mean validation metric of the config).
+    """
+    if spec.tune.search != "tpe":
+        return None
+    from optuna.samplers import TPESampler
+    from ray.tune.search.optuna import OptunaSearch
+
+    search_alg = OptunaSearch(
+        space=tpe_space(spec),
+        metric=SELECTION_SCORE,
+        mode=spec.tune.resolved_mode,
+        sampler=TPESampler(seed=spec.tune.seed, n_startup_trials=max(2, len(spec.losses))),
+    )
+    if spec.tune.repeats > 1:
+        from ray.tune.search import Repeater
+
+        search_alg = Repeater(search_alg, repeat=spec.tune.repeats, set_index=True)
+    return search_alg
+
+
 def run_job(
     spec: JobSpec | dict[str, Any],
     *,
@@ -632,26 +659,11 @@ def run_job(
         },
     }
     trainable = tune.with_resources(tune.with_parameters(_trial_driver, job=job), trial_placement(spec, in_process))
-    if spec.tune.search == "tpe":
-        from optuna.samplers import TPESampler
-        from ray.tune.search.optuna import OptunaSearch
-
-        search_alg = OptunaSearch(
-            space=tpe_space(spec),
-            metric=SELECTION_SCORE,
-            mode=spec.tune.resolved_mode,
-            sampler=TPESampler(seed=spec.tune.seed, n_startup_trials=max(2, len(spec.losses))),
-        )
-        if spec.tune.repeats > 1:
-            from ray.tune.search import Repeater
-
-            # TPE sees one trial per config, scored by the mean over its repeats (Repeater averages the last
-            # reported SELECTION_SCORE of each: the best validation value of each seed).
-            search_alg = Repeater(search_alg, repeat=spec.tune.repeats, set_index=True)
+    search_alg = make_search_alg(spec)
+    if search_alg is not None:
         param_space: dict[str, Any] = {}
         num_samples = spec.trial_count()
     else:
-        search_alg = None
         param_space = {"trial": tune.grid_search(plan_trials(spec))}
         num_samples = 1
 

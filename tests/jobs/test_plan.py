@@ -345,3 +345,52 @@ def test_repeats_count_against_the_trial_limit():
     assert JobSpec.model_validate(data).trial_count() == 10
     with pytest.raises(ValidationError, match="tune.repeats: the job would run 10 trials"):
         JobSpec.model_validate(data, context={"max_trials": 8})
+
+
+def test_tpe_with_repeats_is_told_the_mean_over_a_configs_seeds():
+    from jobs.results import SELECTION_SCORE
+    from jobs.tune import TRIAL_INDEX, make_search_alg, resolve_trial
+
+    s = spec(losses=[{"name": "focal", "gamma": {"uniform": [0.5, 3.0]}}], tune={"search": "tpe", "repeats": 3})
+    searcher = make_search_alg(s)
+    searcher.set_search_properties(SELECTION_SCORE, "max", {})
+    configs = {f"t{i}": searcher.suggest(f"t{i}") for i in range(6)}
+    trials = {k: resolve_trial(c) for k, c in configs.items()}
+    assert [c[TRIAL_INDEX] for c in configs.values()] == [0, 1, 2, 0, 1, 2]
+    assert [t["config_id"] for t in trials.values()] == ["control/0"] * 3 + ["focal/1"] * 3
+    assert [t["train"]["seed"] for t in trials.values()] == [0, 1, 2, 0, 1, 2]
+    scores = {"t0": 0.5, "t1": 0.6, "t2": 0.4, "t3": 0.9, "t4": 0.3, "t5": 0.6}
+    for tid, score in scores.items():
+        searcher.on_trial_complete(tid, {SELECTION_SCORE: score})
+    study = searcher.searcher._ot_study
+    values = sorted(t.value for t in study.trials if t.value is not None)
+    assert values == pytest.approx([0.5, 0.6])  # one Optuna trial per config, scored by its seeds' mean
+
+
+def test_asha_with_repeats_stops_seeds_individually_and_never_the_control():
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from jobs.results import SELECTION_SCORE
+    from jobs.tune import _make_scheduler
+
+    s = spec(
+        losses=[{"name": "focal"}],
+        train={"epochs": 4},
+        tune={"scheduler": "asha", "grace_period": 1, "reduction_factor": 2, "repeats": 2},
+    )
+    trials = {t["config_id"] + f"#{t['repeat']}": t for t in plan_trials(s)}
+    scheduler = _make_scheduler(s)
+    scheduler.set_search_properties(SELECTION_SCORE, "max")
+    fake = {k: SimpleNamespace(trial_id=k, config={"trial": t}) for k, t in trials.items()}
+    for t in fake.values():
+        scheduler.on_trial_add(None, t)
+
+    def report(key: str, score: float) -> str:
+        return scheduler.on_trial_result(None, fake[key], {"training_iteration": 1, SELECTION_SCORE: score})
+
+    assert report("control/0#0", 0.9) == TrialScheduler.CONTINUE
+    assert report("focal/0#0", 0.5) == TrialScheduler.STOP  # below the rung's median: this seed stops ...
+    assert report("focal/0#1", 0.95) == TrialScheduler.CONTINUE  # ... while the same config's other seed goes on
+    assert report("control/0#1", 0.1) == TrialScheduler.CONTINUE  # the control is never stopped
