@@ -65,6 +65,18 @@ class _Model(BaseModel):
     # is always present, so the published schema says what a reader can count on.
     model_config = ConfigDict(extra="allow")
 
+    # Read access by key as well (``trial["best"]["value"]``): the result was a plain dict before it was typed.
+    def __getitem__(self, key: str) -> Any:
+        if key in type(self).model_fields or key in (self.model_extra or {}):
+            return getattr(self, key)
+        raise KeyError(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
 
 class Selected(_Model):
     """A trial's selected epoch with its validation and test metrics (``val`` is null without a validation split)."""
@@ -96,6 +108,7 @@ class TrialResult(_Model):
     final: dict[str, Any] | None = None
     best: TrialBest | None = None
     selected: Selected | None = None
+    selection_value: float | None = Field(None, description="The selection metric at the selected epoch.")
     checkpoint_path: str | None = None
 
 
@@ -192,21 +205,21 @@ def student_t_ci95(values: Sequence[float]) -> tuple[float, float] | None:
 
 
 def finish_trial(t: dict[str, Any], metric: str, mode: str, selection_metric: str, epoch: str = "best") -> None:
-    """Set a trial's ``selected``, ``best`` and ``score`` (the selection value) from its ``history``, in place.
+    """Set a trial's ``selected``, ``best`` and ``selection_value`` (also as ``score``) from its history, in place.
 
     ``t["full"]`` (optional) maps an epoch number to its full metrics dict, which ``best.metrics`` then holds.
     """
     history = t.get("history") or []
     i = select_epoch(history, selection_metric, mode, epoch)
     if i is None or _number(history[i].get(selection_metric)) is None:
-        t["selected"], t["best"], t["score"] = None, None, None
+        t["selected"], t["best"], t["score"], t["selection_value"] = None, None, None, None
         return
     row = history[i]
     val, test = selected_metrics(row)
     t["selected"] = {"epoch": int(row["epoch"]), "val": val, "test": test}
     full = (t.get("full") or {}).get(int(row["epoch"])) or row
     t["best"] = {"epoch": int(row["epoch"]), "value": _number(row.get(metric)), "metrics": full}
-    t["score"] = _number(row.get(selection_metric))
+    t["score"] = t["selection_value"] = _number(row.get(selection_metric))
 
 
 def _gain(value: float, control: float, mode: str) -> float:
@@ -239,7 +252,7 @@ def summarize(
             finish_trial(t, metric, mode, selection_metric or metric, epoch)
     else:
         for t in trials:
-            t.setdefault("score", (t.get("best") or {}).get("value"))
+            t.setdefault("score", t.get("selection_value", (t.get("best") or {}).get("value")))
     scored = [t for t in trials if t.get("score") is not None and (t.get("best") or {}).get("value") is not None]
 
     best = None

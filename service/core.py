@@ -259,7 +259,7 @@ class JobService:
             spec=spec.model_dump(mode="json"),
             run_spec=run_spec.model_dump_json(),
             name=spec.name,
-            metric=spec.tune.metric,
+            metric=spec.selection_metric,  # what the progress's best so far is chosen on
             mode=spec.tune.resolved_mode,
             trial_total=spec.trial_count(),
             idempotency_key=idempotency_key,

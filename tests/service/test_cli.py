@@ -279,14 +279,16 @@ def test_installed_console_script(server: LiveServer) -> None:
 def test_demo_spec_is_the_example_file() -> None:
     example = yaml.safe_load((ROOT / "examples" / "digits-demo.yaml").read_text())
     assert JobSpec.model_validate(DEMO_SPEC) == JobSpec.model_validate(example)
-    assert JobSpec.model_validate(DEMO_SPEC).trial_count() == 11
+    demo = JobSpec.model_validate(DEMO_SPEC)
+    assert demo.trial_count() == 33 and demo.tune.repeats == 3  # 10 configs + the control, 3 seeds each
+    assert demo.evaluation.selection == "val"
 
 
 def test_quick_demo_spec_is_a_smaller_search() -> None:
     quick = JobSpec.model_validate(quick_demo_spec())
     full = JobSpec.model_validate(DEMO_SPEC)
     assert {b.key for b in quick.losses} < {b.key for b in full.losses} and len(quick.losses) == 4
-    assert quick.trial_count() == 5 and quick.train.epochs < full.train.epochs
+    assert quick.trial_count() == 15 and quick.train.epochs < full.train.epochs  # 5 configs x 3 seeds
 
 
 def test_format_config() -> None:

@@ -295,7 +295,9 @@ def test_driver_events_drive_progress(api: Api) -> None:
     assert r.json() == {"accepted": 7, "duplicates": 0}
     progress = api.client.get(f"/jobs/{job_id}").json()["progress"]
     assert progress["trials_done"] == 1 and progress["trials_running"] == 1 and progress["epochs_reported"] == 4
-    assert progress["best"] == {"trial_id": "c", "branch": "ce", "epoch": 3, "value": pytest.approx(0.3)}
+    # The best so far is chosen on validation (selection "val", the default): its value is the validation metric's.
+    assert progress["metric"] == "val_balanced_accuracy"
+    assert progress["best"] == {"trial_id": "c", "branch": "ce", "epoch": 3, "value": pytest.approx(0.28)}
 
 
 def test_duplicate_events_are_ignored(api: Api) -> None:
