@@ -301,3 +301,53 @@ def test_format_config() -> None:
     )
     assert format_config({"loss": "focal", "loss_params": {"gamma": 2.0}, "lr": 0.05, "seed": 3}) == "gamma=2 lr=0.05"
     assert format_config({}) == ""
+
+
+def _finish_with_repeats(server: LiveServer, **evaluation: Any) -> tuple[str, dict[str, Any]]:
+    from jobs.results import ResultCollector
+    from tests.service.test_client import _repeats_events
+
+    overrides: dict[str, Any] = {"tune": {"repeats": 2}, "train": {"epochs": 3}}
+    if evaluation:
+        overrides["evaluation"] = evaluation
+    job_id = submit(server, **overrides)
+    spec = JobSpec.model_validate(tiny_spec(**overrides))
+    collector = ResultCollector(spec, {"name": "digits_lt"})
+    for e in _repeats_events():
+        collector.apply(e)
+    result = collector.result()
+    server.finish(job_id, result)
+    return job_id, result
+
+
+def test_results_table_shows_the_gain_with_its_spread_ci_seeds_and_significance(server: LiveServer, capsys) -> None:
+    job_id, result = _finish_with_repeats(server)
+    code, out, _ = run(capsys, "--url", server.url, "results", job_id)
+    assert code == 0
+    lines = out.splitlines()
+    for column in ("gain vs CE (pts)", "95% CI", "seeds", "best config"):
+        assert column in lines[0]
+    focal = next(b for b in result["branches"] if b["branch"] == "focal")
+    lo, hi = focal["gain_ci95"]
+    row = next(line for line in lines if line.startswith("focal"))
+    assert f"+{100 * focal['gain']:.1f} ± {100 * focal['gain_std']:.1f}" in row  # "+9.5 ± 2.1"
+    assert f"[{100 * lo:+.1f}, {100 * hi:+.1f}]" in row and " 2 " in row
+    assert row.startswith("focal !") is focal["significant"]  # significant rows are marked
+    ldam = next(b for b in result["branches"] if b["branch"] == "ldam")
+    assert next(line for line in lines if line.startswith("ldam")).startswith("ldam !") is ldam["significant"]
+    control = next(line for line in lines if line.startswith("control (ce)"))
+    assert "ref" in control and " 2 " in control
+    assert any(line.startswith("Selected on validation") for line in lines)
+    assert "seed" not in next(line for line in lines if line.startswith("focal")).split("  ")[-1]  # config only
+    code, out, _ = run(capsys, "--url", server.url, "results", job_id, "--csv")
+    rows = {r["branch"]: r for r in csv.DictReader(io.StringIO(out))}
+    assert float(rows["focal"]["gain_ci95_lo"]) == pytest.approx(lo) and rows["focal"]["n_seeds"] == "2"
+
+
+def test_results_selected_on_test_are_labelled(server: LiveServer, capsys) -> None:
+    job_id, result = _finish_with_repeats(server, selection="test")
+    assert result["selected_on"] == "test"
+    code, out, _ = run(capsys, "--url", server.url, "results", job_id)
+    assert code == 0
+    assert "[sel. on test]" in out.splitlines()[0] and "(selected on test)" in out
+    assert any(line.startswith("Selected on test") for line in out.splitlines())
