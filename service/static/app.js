@@ -745,12 +745,20 @@
           }));
       }
       if (controlBest) {
-        const controlSeeds = trials.filter((t) => t && t.is_control && t.best && isNum(t.best.value)).length;
+        const seeds = trials.filter((t) => t && t.is_control && t.best && t.best.metrics && isNum(t.best.value));
+        // With repeats the control's figures are its mean over seeds, as the branches' are.
+        const metrics = { ...(controlBest.metrics || {}) };
+        if (seeds.length > 1) {
+          for (const key of SHOWN_METRICS) {
+            const values = seeds.map((t) => t.best.metrics[key]);
+            if (values.every(isNum)) metrics[key] = values.reduce((a, b) => a + b, 0) / values.length;
+          }
+        }
         rows.push({
           branch: controlLabel(control),
           trialId: control.trial_id,
-          seeds: controlSeeds || null,
-          metrics: controlBest.metrics || {},
+          seeds: seeds.length || null,
+          metrics,
           value: controlBest.value,
           controlValue: null,
           gain: null,
