@@ -40,7 +40,7 @@ from service.errors import (
 from service.schemas import DriverEvent
 from service.settings import Settings
 from service.store import JobRecord, JobStatus, JobStore
-from service.validation import feasibility_details, parse_spec, resolve_dataset_paths
+from service.validation import feasibility_details, parse_spec, resolve_dataset_paths, val_split_details
 
 logger = logging.getLogger("service.core")
 
@@ -251,6 +251,9 @@ class JobService:
         spec = parse_spec(body, self.settings)
         assert self.settings.data_root is not None
         run_spec = resolve_dataset_paths(spec, self.settings.data_root)
+        split = val_split_details(run_spec)
+        if split:
+            raise SpecRejected("the validation split cannot be made", split)
         infeasible = feasibility_details(spec, self.dispatcher.node_resources())
         if infeasible:
             raise SpecRejected("the job cannot run on this Ray cluster", infeasible)
