@@ -11,6 +11,10 @@ Ray 2.60 (Train V2): a Tune trial is a small driver function that builds and fit
   first trial.
 - ASHA never stops a trial before its re-balancing starts (grace period >= the latest DRW / IB start epoch + 1)
   and never stops the control.
+- ``tune.repeats``: every planned config (the control too) runs once per train seed ``train.seed + r``, its trials
+  sharing a ``config_id``; TPE wraps its searcher in a ``Repeater`` and is told a config's mean score. ASHA stops
+  seeds individually. Tune's metric is ``SELECTION_SCORE``: the trial's selection metric (``val_<metric>`` with
+  ``evaluation.selection: "val"``) at the epoch it would report now.
 
 ``run_job`` returns a plain JSON-serialisable JobResult (see docs/ARCHITECTURE.md) and emits events as trials
 start, report epochs and finish.
