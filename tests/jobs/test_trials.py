@@ -106,6 +106,9 @@ def test_two_worker_ddp_trial_all_reduces_counts_and_builds_the_loss_from_them(r
     metrics = json.loads(result.metrics[METRICS_JSON])
     assert metrics["epoch"] == 2 and len(metrics["per_class_accuracy"]) == 10
     assert result.checkpoint is not None
+    # Each worker evaluates a shard of the validation split too (its summable state all-reduced, as for test).
+    assert 0 <= metrics["val_balanced_accuracy"] <= 1 and "val_ece" in metrics
+    assert result.metrics[SELECTION_SCORE] == max(metrics["val_balanced_accuracy"], result.metrics[SELECTION_SCORE])
 
 
 @pytest.mark.ray
