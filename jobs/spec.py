@@ -1,8 +1,9 @@
 """The job spec: one versioned pydantic model, the single source of truth for REST, client, CLI and spec files.
 
 A ``JobSpec`` names a dataset, a model, one or more loss *branches* (each with its own parameters or search
-domains), a re-weighting scheme, a training schedule, the scaling of each trial and the search. Every field but
-``dataset`` and ``losses`` has a default, visible in ``JobSpec.model_json_schema()``.
+domains), a re-weighting scheme, a training schedule, the scaling of each trial, the search (with its seeds per
+config, ``tune.repeats``) and how results are chosen (``evaluation``: on a validation split by default). Every field
+but ``dataset`` and ``losses`` has a default, visible in ``JobSpec.model_json_schema()``.
 
 Search domains (usable for any numeric or categorical field marked searchable)::
 
