@@ -128,16 +128,12 @@ def main() -> None:
     print("| run | s / epoch | samples/s | ratio |")
     print("|---|---|---|---|")
     print(f"| plain lt_core.engine.fit (baseline) | {plain:.2f} | {n_train / plain:.0f} | 1.00 |")
-    print(
-        f"| Tune trial in its own process (run_job, 1 worker) | {in_process:.2f} | {n_train / in_process:.0f} | "
-        f"{in_process / plain:.2f} (time) |"
-    )
+    print(f"| Tune trial in its own process (run_job, 1 worker) | {in_process:.2f} | {n_train / in_process:.0f} | "
+          f"{in_process / plain:.2f} (time) |")
     print(f"| Ray Train, 1 worker | {one:.2f} | {n_train / one:.0f} | {one / plain:.2f} (time) |")
     print(f"| Ray Train, 2 workers | {two:.2f} | {n_train / two:.0f} | {one / two:.2f}x samples/s vs 1 worker |")
-    print(
-        f"\nRay overhead per epoch: in-process trial {100 * (in_process / plain - 1):+.1f}%, "
-        f"Ray Train 1 worker {100 * (one / plain - 1):+.1f}% (goal <= +10%)"
-    )
+    print(f"\nRay overhead per epoch: in-process trial {100 * (in_process / plain - 1):+.1f}%, "
+          f"Ray Train 1 worker {100 * (one / plain - 1):+.1f}% (goal <= +10%)")
     print(f"TorchTrainer.fit wall: 1 worker {one_wall:.1f} s, 2 workers {two_wall:.1f} s")
     print(f"job start-up (run_job called -> first epoch reported): {startup:.1f} s")
 
