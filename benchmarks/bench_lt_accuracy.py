@@ -1,9 +1,12 @@
-"""Balanced / many / medium / few-shot accuracy of every loss, with cross-entropy as the control row.
+"""Test balanced accuracy of every loss chosen on validation vs chosen on test (the optimism), ce as the control.
 
 Runs ``lt_core.engine.fit`` (no Ray) on ``digits_lt`` (imbalance factor 50) and on a harder ``synthetic_lt``
 (20 classes, imbalance factor 100, overlapping clusters), every loss with its default parameters, plus the
 recipes that are part of a method (IB with its CE warm-up for the first half, LDAM-DRW, CE-DRW), over 5 seeds.
-Prints mean +- std per row and the gain over cross-entropy. Nothing here is tuned per loss.
+Half of each class's test images (seeded) form the validation split, as in a job. Per loss it prints, as mean +- std
+over seeds, the test metric at the last epoch, at the epoch chosen on validation and at the epoch chosen on test; the
+optimism (on test - on val, paired by seed); and the paired gain over cross-entropy under both selections. Nothing
+here is tuned per loss.
 
     python benchmarks/bench_lt_accuracy.py [--seeds 5] [--epochs 30] [--datasets digits_lt synthetic_lt]
 """
@@ -16,7 +19,7 @@ import time
 
 import torch
 
-from lt_core.datasets import load_dataset
+from lt_core.datasets import load_dataset, with_validation
 from lt_core.engine import FitConfig, fit
 from lt_core.losses import LOSSES
 
@@ -24,7 +27,6 @@ DATASETS = {
     "digits_lt": {"imbalance_factor": 50},
     "synthetic_lt": {"num_classes": 20, "dim": 32, "n_max": 400, "imbalance_factor": 100, "class_sep": 2.5},
 }
-KEYS = ("balanced_accuracy", "many_shot_accuracy", "medium_shot_accuracy", "few_shot_accuracy")
 
 
 def rows(epochs: int) -> list[tuple[str, dict]]:
@@ -43,20 +45,35 @@ def cosine_for(loss: str) -> dict:
     return {"normalized": True} if loss == "ldam" else {}
 
 
+def selected(history: list[dict], on: str, metric: str = "balanced_accuracy") -> dict:
+    """The epoch chosen by ``on`` ("val": best val_<metric>, "test": best test <metric>, "last"); first wins ties."""
+    if on == "last":
+        return history[-1]
+    key = f"val_{metric}" if on == "val" else metric
+    return max(history, key=lambda h: (h[key], -h["epoch"]))
+
+
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
+    parser.add_argument("--val-fraction", type=float, default=0.5)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     for ds_name in args.datasets:
         t0 = time.perf_counter()
-        results: dict[str, list[dict]] = {}
+        histories: dict[str, list[list[dict] | None]] = {}
+        errors: dict[str, set[str]] = {}
         for seed in range(args.seeds):
-            data = load_dataset(ds_name, seed=seed, **DATASETS[ds_name])
+            # The job's protocol: half of each class's test images (seeded) become the validation split.
+            data = with_validation(load_dataset(ds_name, seed=seed, **DATASETS[ds_name]), args.val_fraction, seed)
             for label, overrides in rows(args.epochs):
                 cfg = FitConfig(
                     model="mlp",
@@ -69,33 +86,47 @@ def main() -> None:
                     **overrides,
                 )
                 try:
-                    final = fit(cfg, data)[-1]
+                    history = fit(cfg, data)
                 except Exception as exc:  # report, don't hide: a diverged loss is a result too
-                    final = {k: float("nan") for k in KEYS} | {"error": type(exc).__name__}
-                results.setdefault(label, []).append(final)
+                    history = None
+                    errors.setdefault(label, set()).add(type(exc).__name__)
+                histories.setdefault(label, []).append(history)
         counts = data.class_counts.tolist()
         print(f"\n## {ds_name} {DATASETS[ds_name]} - train counts (last seed) {counts}")
         print(
-            f"   {args.seeds} seeds x {args.epochs} epochs, mlp [128], SGD lr 0.05 cosine, last-epoch metrics; "
-            f"{time.perf_counter() - t0:.0f} s"
+            f"   {args.seeds} seeds x {args.epochs} epochs, mlp [128], SGD lr 0.05 cosine; val/test = "
+            f"{len(data.val)}/{len(data.test)} images (val_fraction {args.val_fraction}); "
+            f"test balanced accuracy in %; {time.perf_counter() - t0:.0f} s"
         )
-        head = f"| {'loss':<22} | " + " | ".join(f"{k.replace('_accuracy', ''):>15}" for k in KEYS)
-        print(head + " | gain vs ce (bal.) |")
-        print("|" + "-" * 24 + "|" + "|".join("-" * 17 for _ in KEYS) + "|-------------------|")
-        ce_mean = statistics.fmean(r["balanced_accuracy"] for r in results["ce"])
-        for label, finals in results.items():
+        print(
+            "   'on val': the epoch with the best validation metric (what a job reports); 'on test': the best test "
+            "epoch (choose and report on test); optimism = on test - on val (points, paired by seed); gain: paired "
+            "vs ce, same seed, same selection"
+        )
+        cols = ("last epoch", "sel. on val", "sel. on test", "optimism", "gain (on val)", "gain (on test)")
+        print(f"| {'loss':<22} | " + " | ".join(f"{c:>14}" for c in cols) + " |")
+        print("|" + "-" * 24 + "|" + "|".join("-" * 16 for _ in cols) + "|")
+        picks = {
+            label: {
+                on: [None if h is None else 100 * selected(h, on)["balanced_accuracy"] for h in hs]
+                for on in ("last", "val", "test")
+            }
+            for label, hs in histories.items()
+        }
+        ce = picks["ce"]
+        for label, p in picks.items():
+            ok = [i for i in range(args.seeds) if p["val"][i] is not None and ce["val"][i] is not None]
             cells = []
-            for k in KEYS:
-                values = [r[k] for r in finals if r.get(k) is not None]
-                if not values:
-                    cells.append(f"{'n/a':>15}")
-                    continue
-                sd = statistics.stdev(values) if len(values) > 1 else 0.0
-                cells.append(f"{statistics.fmean(values):>8.3f} +-{sd:.3f}")
-            bal = statistics.fmean(r["balanced_accuracy"] for r in finals)
-            errors = sorted({r["error"] for r in finals if "error" in r})
-            note = f" ({', '.join(errors)})" if errors else ""
-            print(f"| {label:<22} | " + " | ".join(cells) + f" | {bal - ce_mean:>+17.3f} |{note}")
+            for on in ("last", "val", "test"):
+                m, sd = mean_sd([p[on][i] for i in ok]) if ok else (float("nan"), 0.0)
+                cells.append(f"{m:>6.1f} +-{sd:>4.1f}")
+            m, sd = mean_sd([p["test"][i] - p["val"][i] for i in ok]) if ok else (float("nan"), 0.0)
+            cells.append(f"{m:>+6.1f} +-{sd:>4.1f}")
+            for on in ("val", "test"):
+                m, sd = mean_sd([p[on][i] - ce[on][i] for i in ok]) if ok else (float("nan"), 0.0)
+                cells.append(f"{m:>+6.1f} +-{sd:>4.1f}")
+            note = f" ({', '.join(sorted(errors[label]))} on {args.seeds - len(ok)} seeds)" if label in errors else ""
+            print(f"| {label:<22} | " + " | ".join(f"{c:>14}" for c in cells) + f" |{note}")
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ def twelve_trial_spec() -> dict[str, Any]:
     spec = yaml.safe_load((ROOT / "examples" / "digits-demo.yaml").read_text())
     spec["losses"][-1]["tau"] = {"grid": [1.0, 1.5, 2.0]}  # control + 11 loss trials = 12
     spec["tune"].pop("max_concurrent_trials", None)  # as many as the cluster holds
+    spec["tune"]["repeats"] = 1  # one seed per config: 12 trials
     return spec
 
 
@@ -58,10 +59,11 @@ def plain_wall(spec: Any, trials: list[dict[str, Any]]) -> float:
     """The same trainings as plain ``fit`` calls, back to back, with the data already loaded."""
     import torch
 
-    from jobs.train import cached_dataset, fit_config
+    from jobs.train import fit_config, trial_data
     from lt_core.engine import fit
 
-    data = cached_dataset(spec.dataset.model_dump())
+    # the trial's data: with the validation split the job evaluates each epoch too
+    data = trial_data(spec.dataset.model_dump(), trials[0].get("evaluation"))
     torch.set_num_threads(1)  # a trial gets one CPU (cpus_per_worker < 2 -> one thread)
     t0 = time.perf_counter()
     for trial in trials:

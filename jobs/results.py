@@ -1,21 +1,40 @@
-"""The JobResult (docs/ARCHITECTURE.md), built from trial events; pure Python (no Ray, no torch).
+"""The JobResult (docs/ARCHITECTURE.md): one typed model, built from trial events; no Ray, no torch.
 
-``ResultCollector`` turns the events of a search into the JobResult (the job driver uses it while Tune runs);
-``summarize`` derives the best trial, the control and each branch's gain over it from a list of trials, and is
-shared by the collector and by the service's partial results of a running job.
+How a result is chosen (``JobSpec.evaluation``):
+
+- A trial's **selected epoch** is the epoch with the best *selection metric* (``val_<metric>`` with selection "val",
+  the test ``<metric>`` with selection "test"), or its last epoch with ``evaluation.epoch: "last"``. Its
+  ``selected`` holds that epoch's validation and test metrics; ``best`` (kept for older readers) is the same epoch
+  with the test metric as ``value``.
+- Trials of one planned config share a ``config_id`` and differ by ``seed`` (``tune.repeats``). A branch's
+  **config** is the one with the best mean selection metric over its seeds; its row reports the test metric's mean
+  and standard deviation over those seeds, and the **gain**: the mean of the paired differences against the control
+  run with the same seed (positive = better in the metric's mode), its standard deviation and a 95% Student-t
+  confidence interval (n - 1 degrees of freedom; null for a single pair). ``significant``: the interval excludes 0.
+- ``best_trial`` is the trial with the best selection metric.
+
+``ResultCollector`` folds the events of a search into the JobResult (the job driver uses it while Tune runs);
+``summarize`` derives everything above from a list of trials and is shared by the collector and by the service's
+partial results of a running job, which rebuild the trials from the stored epoch metrics.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
-from jobs.spec import JobSpec
+from pydantic import BaseModel, ConfigDict, Field
+
+from jobs.spec import METRICS, JobSpec
 
 # The key of a trial report that carries the epoch's full metrics dict as JSON (the scalars sit beside it).
 METRICS_JSON = "metrics_json"
+# The key of a trial report that carries the trial's selection value so far (Tune's metric: ASHA and TPE use it).
+SELECTION_SCORE = "selection_score"
+VAL_PREFIX = "val_"
 
 
 def is_better(value: float | None, best: float | None, mode: str) -> bool:
@@ -32,29 +51,243 @@ def scalars(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metrics.items() if v is None or isinstance(v, (int, float, str))}
 
 
-def summarize(
-    trials: Sequence[dict[str, Any]], mode: str, branches: Sequence[tuple[str, str]] | None = None
-) -> dict[str, Any]:
-    """``best_trial``, ``control_trial_id`` and per-branch ``branches`` (best trial, gain over the control).
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        return None
+    return float(value)
 
-    ``trials`` have ``trial_id``, ``branch``, ``branch_index``, ``is_control``, ``config`` and ``best``
-    (``{"epoch", "value", "metrics"}`` or None). ``branches`` lists the spec's (key, loss name) in order, so a
-    branch without results yet still has its row; without it, the rows come from the trials. The gain is the
-    improvement in the direction of ``mode``: positive always means better than the control.
+
+# --------------------------------------------------------------------------------------------------------------
+# The model
+# --------------------------------------------------------------------------------------------------------------
+class _Model(BaseModel):
+    # extra="allow": a result stored by an older or newer driver still reads; every field below has a default or
+    # is always present, so the published schema says what a reader can count on.
+    model_config = ConfigDict(extra="allow")
+
+    # Read access by key as well (``trial["best"]["value"]``): the result was a plain dict before it was typed.
+    def __getitem__(self, key: str) -> Any:
+        if key in type(self).model_fields or key in (self.model_extra or {}):
+            return getattr(self, key)
+        raise KeyError(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+
+class Selected(_Model):
+    """A trial's selected epoch with its validation and test metrics (``val`` is null without a validation split)."""
+
+    epoch: int
+    val: dict[str, float | None] | None = None
+    test: dict[str, float | None] = Field(default_factory=dict)
+
+
+class TrialBest(_Model):
+    """The selected epoch as older readers know it: ``value`` is the test metric there, ``metrics`` all of them."""
+
+    epoch: int | None = None
+    value: float | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrialResult(_Model):
+    trial_id: str
+    branch: str | None = None
+    branch_index: int | None = None
+    is_control: bool = False
+    config: dict[str, Any] | None = None
+    config_id: str | None = Field(None, description="Shared by the repeats (seeds) of one planned config.")
+    seed: int | None = Field(None, description="The trial's train seed (train.seed + repeat index).")
+    status: str | None = None
+    error: str | None = None
+    history: list[dict[str, Any]] = Field(default_factory=list, description="Scalar metrics per epoch, val_* too.")
+    final: dict[str, Any] | None = None
+    best: TrialBest | None = None
+    selected: Selected | None = None
+    selection_value: float | None = Field(None, description="The selection metric at the selected epoch.")
+    checkpoint_path: str | None = None
+
+
+class BestTrial(_Model):
+    trial_id: str
+    branch: str | None = None
+    epoch: int | None = None
+    value: float | None = Field(None, description="The test metric at the selected epoch.")
+    selection_value: float | None = Field(None, description="The selection metric at the selected epoch.")
+    config: dict[str, Any] | None = None
+    config_id: str | None = None
+    seed: int | None = None
+
+
+class BranchResult(_Model):
+    branch: str
+    branch_index: int
+    loss: str | None = None
+    trials: int = 0
+    config_id: str | None = Field(None, description="The branch's config with the best mean selection metric.")
+    config: dict[str, Any] | None = None
+    n_seeds: int = 0
+    val_mean: float | None = None
+    test_mean: float | None = None
+    test_std: float | None = None
+    gain: float | None = Field(
+        None, description="Mean paired difference of the test metric against the control's same seed (+ = better)."
+    )
+    gain_std: float | None = None
+    gain_ci95: tuple[float, float] | None = Field(None, description="Student t, n - 1 df; null for one pair.")
+    significant: bool = False
+    n_pairs: int = 0
+    best_trial_id: str | None = Field(None, description="The config's seed with the best selection metric.")
+    best_value: float | None = Field(None, description="test_mean (kept for older readers).")
+    best_epoch: int | None = None
+    best_config: dict[str, Any] | None = None
+    control_value: float | None = Field(None, description="The control's test mean over the paired seeds.")
+    best_metrics: dict[str, Any] | None = Field(None, description="Scalar test metrics, mean over the config's seeds.")
+
+
+class JobResult(_Model):
+    """The result of a job: every trial, the best one, and per branch the chosen config and its gain."""
+
+    job_name: str
+    metric: str
+    mode: Literal["max", "min"]
+    best_scope: str = Field("best_epoch", description="best_epoch or last_epoch (evaluation.epoch).")
+    selected_on: Literal["val", "test"] = "test"
+    selection_metric: str | None = None
+    repeats: int = 1
+    dataset: dict[str, Any] | None = None
+    trials: list[TrialResult] = Field(default_factory=list)
+    best_trial: BestTrial | None = None
+    control_trial_id: str | None = None
+    control_config_id: str | None = None
+    branches: list[BranchResult] = Field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Selection and statistics (pure)
+# --------------------------------------------------------------------------------------------------------------
+def select_epoch(
+    history: Sequence[dict[str, Any]], selection_metric: str, mode: str, epoch: str = "best"
+) -> int | None:
+    """Index into ``history`` of the selected epoch: the first with the best ``selection_metric``, or the last."""
+    if not history:
+        return None
+    if epoch == "last":
+        return len(history) - 1
+    best, at = None, None
+    for i, h in enumerate(history):
+        if is_better(_number(h.get(selection_metric)), best, mode):
+            best, at = _number(h.get(selection_metric)), i
+    return at
+
+
+def selected_metrics(row: dict[str, Any]) -> tuple[dict[str, float | None] | None, dict[str, float | None]]:
+    """(val, test) metrics of one history row: the named metrics, val ones without their prefix."""
+    test = {k: _number(row[k]) for k in METRICS if k in row}
+    val = {k: _number(row[VAL_PREFIX + k]) for k in METRICS if VAL_PREFIX + k in row}
+    return (val or None), test
+
+
+def student_t_ci95(values: Sequence[float]) -> tuple[float, float] | None:
+    """Two-sided 95% confidence interval of the mean (Student t, n - 1 df); None for fewer than two values."""
+    n = len(values)
+    if n < 2:
+        return None
+    from scipy.stats import t as student_t
+
+    mean, sd = statistics.fmean(values), statistics.stdev(values)
+    half = float(student_t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+    return (mean - half, mean + half)
+
+
+def finish_trial(t: dict[str, Any], metric: str, mode: str, selection_metric: str, epoch: str = "best") -> None:
+    """Set a trial's ``selected``, ``best`` and ``selection_value`` (also as ``score``) from its history, in place.
+
+    ``t["full"]`` (optional) maps an epoch number to its full metrics dict, which ``best.metrics`` then holds.
     """
-    scored = [t for t in trials if t.get("best") and t["best"].get("value") is not None]
+    history = t.get("history") or []
+    i = select_epoch(history, selection_metric, mode, epoch)
+    if i is None or _number(history[i].get(selection_metric)) is None:
+        t["selected"], t["best"], t["score"], t["selection_value"] = None, None, None, None
+        return
+    row = history[i]
+    val, test = selected_metrics(row)
+    t["selected"] = {"epoch": int(row["epoch"]), "val": val, "test": test}
+    full = (t.get("full") or {}).get(int(row["epoch"])) or row
+    t["best"] = {"epoch": int(row["epoch"]), "value": _number(row.get(metric)), "metrics": full}
+    t["score"] = t["selection_value"] = _number(row.get(selection_metric))
+
+
+def _gain(value: float, control: float, mode: str) -> float:
+    return value - control if mode == "max" else control - value
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return statistics.fmean(values) if values else None
+
+
+def summarize(
+    trials: Sequence[dict[str, Any]],
+    mode: str,
+    branches: Sequence[tuple[str, str]] | None = None,
+    *,
+    metric: str | None = None,
+    selection_metric: str | None = None,
+    epoch: str = "best",
+) -> dict[str, Any]:
+    """``best_trial``, ``control_trial_id``, ``control_config_id`` and per-branch ``branches``.
+
+    ``trials`` have ``trial_id``, ``branch``, ``branch_index``, ``is_control``, ``config``, ``config_id``, ``seed``
+    and ``history``; with ``metric`` given, each one's ``selected``/``best`` are (re)computed from its history by
+    ``selection_metric`` (default: ``metric``) and ``epoch``. Without ``metric`` the trials' ``best`` are taken as
+    they are (``best.value`` is then both the selection and the reported value: a result of an older driver).
+    ``branches`` lists the spec's (key, loss name) in order, so a branch without results yet still has its row.
+    """
+    if metric is not None:
+        for t in trials:
+            finish_trial(t, metric, mode, selection_metric or metric, epoch)
+    else:
+        for t in trials:
+            t.setdefault("score", t.get("selection_value", (t.get("best") or {}).get("value")))
+    scored = [t for t in trials if t.get("score") is not None and (t.get("best") or {}).get("value") is not None]
+
     best = None
     for t in scored:
-        if best is None or is_better(t["best"]["value"], best["value"], mode):
+        if best is None or is_better(t["score"], best["selection_value"], mode):
             best = {
                 "trial_id": t["trial_id"],
                 "branch": t["branch"],
                 "epoch": t["best"]["epoch"],
                 "value": t["best"]["value"],
+                "selection_value": t["score"],
                 "config": t.get("config"),
+                "config_id": t.get("config_id"),
+                "seed": t.get("seed"),
             }
-    control = next((t for t in trials if t.get("is_control")), None)
-    control_value = control["best"]["value"] if control and control.get("best") else None
+
+    def groups(members: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+        out: dict[str, list[dict[str, Any]]] = {}
+        for t in members:
+            out.setdefault(str(t.get("config_id") or t["trial_id"]), []).append(t)
+        return out
+
+    def best_group(members: Sequence[dict[str, Any]]) -> tuple[str | None, list[dict[str, Any]]]:
+        top_id, top, top_mean = None, [], None
+        for cid, seeds in groups(members).items():
+            mean = _mean([t["score"] for t in seeds])
+            if top_id is None or is_better(mean, top_mean, mode):
+                top_id, top, top_mean = cid, seeds, mean
+        return top_id, top
+
+    control_all = [t for t in trials if t.get("is_control")]
+    control_id, control_seeds = best_group([t for t in scored if t.get("is_control")])
+    control_by_seed = {t.get("seed"): t for t in control_seeds}
+    control_first = control_seeds[0] if control_seeds else (control_all[0] if control_all else None)
+
     if branches is None:
         seen: dict[int, tuple[str, str]] = {}
         for t in trials:
@@ -66,30 +299,101 @@ def summarize(
     rows = []
     for index, (key, loss) in indexed:
         own = [t for t in scored if t.get("branch_index") == index and not t.get("is_control")]
+        config_id, seeds = best_group(own)
+        seeds = sorted(seeds, key=lambda t: (t.get("seed") is None, t.get("seed") or 0, t["trial_id"]))
+        tests = [t["best"]["value"] for t in seeds]
+        vals = [v for t in seeds if (v := _number(((t.get("selected") or {}).get("val") or {}).get(metric or "")))]
         top = None
-        for t in own:
-            if top is None or is_better(t["best"]["value"], top["best"]["value"], mode):
+        for t in seeds:
+            if top is None or is_better(t["score"], top["score"], mode):
                 top = t
-        value = top["best"]["value"] if top else None
-        gain = None
-        if value is not None and control_value is not None and not math.isnan(value):
-            gain = value - control_value if mode == "max" else control_value - value
+        pairs = [(t, control_by_seed[t.get("seed")]) for t in seeds if t.get("seed") in control_by_seed]
+        diffs = [_gain(t["best"]["value"], c["best"]["value"], mode) for t, c in pairs]
+        ci = student_t_ci95(diffs)
         rows.append(
             {
                 "branch": key,
                 "branch_index": index,
                 "loss": loss,
                 "trials": sum(1 for t in trials if t.get("branch_index") == index and not t.get("is_control")),
+                "config_id": config_id,
+                "config": _config_only(top.get("config")) if top else None,
+                "n_seeds": len(seeds),
+                "val_mean": _mean(vals) if len(vals) == len(seeds) else None,
+                "test_mean": _mean(tests),
+                "test_std": statistics.stdev(tests) if len(tests) > 1 else None,
+                "gain": _mean(diffs),
+                "gain_std": statistics.stdev(diffs) if len(diffs) > 1 else None,
+                "gain_ci95": ci,
+                "significant": bool(ci is not None and (ci[0] > 0 or ci[1] < 0)),
+                "n_pairs": len(diffs),
                 "best_trial_id": top["trial_id"] if top else None,
-                "best_value": value,
+                "best_value": _mean(tests),
                 "best_epoch": top["best"]["epoch"] if top else None,
                 "best_config": top.get("config") if top else None,
-                "control_value": control_value,
-                "gain": gain,
-                "best_metrics": scalars(top["best"].get("metrics") or {}) if top else None,
+                "control_value": _mean([c["best"]["value"] for _, c in pairs]) if pairs else None,
+                "best_metrics": _mean_metrics([scalars(t["best"].get("metrics") or {}) for t in seeds])
+                if top
+                else None,
             }
         )
-    return {"best_trial": best, "control_trial_id": control["trial_id"] if control else None, "branches": rows}
+    return {
+        "best_trial": best,
+        "control_trial_id": control_first["trial_id"] if control_first else None,
+        "control_config_id": control_id,
+        "branches": rows,
+    }
+
+
+def _config_only(config: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A trial's config without what differs between the repeats of one config (the seed, the config id)."""
+    if config is None:
+        return None
+    return {k: v for k, v in config.items() if k not in ("seed", "config_id")}
+
+
+def _mean_metrics(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Per key, the mean of the numbers over ``rows`` (a key missing or non-numeric in some row is left out)."""
+    if not rows:
+        return {}
+    out: dict[str, Any] = {}
+    for k in rows[0]:
+        values = [_number(r.get(k)) for r in rows]
+        if all(v is not None for v in values):
+            out[k] = statistics.fmean(values)  # type: ignore[arg-type]
+    return out
+
+
+def result_header(spec: JobSpec) -> dict[str, Any]:
+    """The JobResult fields that come from the spec alone."""
+    return {
+        "job_name": spec.name,
+        "metric": spec.tune.metric,
+        "mode": spec.tune.resolved_mode,
+        "best_scope": "best_epoch" if spec.evaluation.epoch == "best" else "last_epoch",
+        "selected_on": spec.evaluation.selection,
+        "selection_metric": spec.selection_metric,
+        "repeats": spec.tune.repeats,
+    }
+
+
+def summarize_spec(spec: JobSpec, trials: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """``summarize`` with the spec's metric, selection and branches."""
+    return summarize(
+        trials,
+        spec.tune.resolved_mode,
+        [(b.key, b.name) for b in spec.losses],
+        metric=spec.tune.metric,
+        selection_metric=spec.selection_metric,
+        epoch=spec.evaluation.epoch,
+    )
+
+
+def trial_identity(config: dict[str, Any] | None) -> dict[str, Any]:
+    """``config_id`` and ``seed`` of a trial, carried in its config (the store keeps the config as JSON)."""
+    config = config or {}
+    seed = config.get("seed")
+    return {"config_id": config.get("config_id"), "seed": int(seed) if isinstance(seed, (int, float)) else None}
 
 
 class ResultCollector:
@@ -99,6 +403,7 @@ class ResultCollector:
         self.spec = spec
         self.metric = spec.tune.metric
         self.mode = spec.tune.resolved_mode
+        self.selection_metric = spec.selection_metric
         self.dataset = dataset_meta or {}
         self.trials: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
@@ -108,7 +413,7 @@ class ResultCollector:
         with self._lock:
             kind = event["type"]
             if kind == "trial_started":
-                t = self.trials.setdefault(event["trial_id"], {"history": [], "final": None, "best": None})
+                t = self.trials.setdefault(event["trial_id"], {"history": [], "final": None, "full": {}})
                 t.update(
                     trial_id=event["trial_id"],
                     branch=event["branch"],
@@ -118,16 +423,22 @@ class ResultCollector:
                     status="running",
                     error=None,
                     checkpoint_path=t.get("checkpoint_path"),
+                    **trial_identity(event["config"]),
                 )
             elif kind == "epoch":
                 t = self.trials[event["trial_id"]]
                 metrics = event["metrics"]
-                t["history"] = [h for h in t["history"] if h["epoch"] != event["epoch"]] + [scalars(metrics)]
+                epoch = int(event["epoch"])
+                t["history"] = [h for h in t["history"] if h["epoch"] != epoch] + [scalars(metrics)]
                 t["history"].sort(key=lambda h: h["epoch"])
                 t["final"] = metrics
-                value = metrics.get(self.metric)
-                if t["best"] is None or is_better(value, t["best"]["value"], self.mode):
-                    t["best"] = {"epoch": event["epoch"], "value": value, "metrics": metrics}
+                # Keep the full metrics (per-class lists, calibration bins) of the epochs that may end up selected:
+                # the best so far by the selection metric, and the latest.
+                keep = {epoch}
+                i = select_epoch(t["history"], self.selection_metric, self.mode, self.spec.evaluation.epoch)
+                if i is not None:
+                    keep.add(int(t["history"][i]["epoch"]))
+                t["full"] = {e: m for e, m in ({**t["full"], epoch: metrics}).items() if e in keep}
                 if event.get("checkpoint_path"):
                     t["checkpoint_path"] = event["checkpoint_path"]
             elif kind == "trial_finished":
@@ -141,17 +452,15 @@ class ResultCollector:
                 self.trials[trial_id]["checkpoint_path"] = path
 
     def result(self) -> dict[str, Any]:
-        """The JobResult as it stands (complete once every trial has finished)."""
+        """The JobResult as it stands (complete once every trial has finished), as validated JSON-able data."""
         with self._lock:
             trials = sorted(self.trials.values(), key=lambda t: (t.get("branch_index", 0), t["trial_id"]))
             trials = [dict(t) for t in trials]
-        summary = summarize(trials, self.mode, [(b.key, b.name) for b in self.spec.losses])
-        return {
-            "job_name": self.spec.name,
-            "metric": self.metric,
-            "mode": self.mode,
-            "best_scope": "best_epoch",
-            "dataset": self.dataset,
-            "trials": trials,
-            **summary,
-        }
+        summary = summarize_spec(self.spec, trials)
+        for t in trials:
+            t.pop("full", None)
+            t.pop("score", None)
+        result = JobResult.model_validate(
+            {**result_header(self.spec), "dataset": self.dataset, "trials": trials, **summary}
+        )
+        return result.model_dump(mode="json")

@@ -1,8 +1,9 @@
 """The job spec: one versioned pydantic model, the single source of truth for REST, client, CLI and spec files.
 
 A ``JobSpec`` names a dataset, a model, one or more loss *branches* (each with its own parameters or search
-domains), a re-weighting scheme, a training schedule, the scaling of each trial and the search. Every field but
-``dataset`` and ``losses`` has a default, visible in ``JobSpec.model_json_schema()``.
+domains), a re-weighting scheme, a training schedule, the scaling of each trial, the search (with its seeds per
+config, ``tune.repeats``) and how results are chosen (``evaluation``: on a validation split by default). Every field
+but ``dataset`` and ``losses`` has a default, visible in ``JobSpec.model_json_schema()``.
 
 Search domains (usable for any numeric or categorical field marked searchable)::
 
@@ -56,6 +57,7 @@ class _Strict(BaseModel):
 
 SEED_LIMIT = 2**32  # numpy and torch take seeds in [0, 2^32)
 Seed = Annotated[int, Field(ge=0, lt=SEED_LIMIT)]
+MAX_REPEATS = 20  # seeds per config (tune.repeats)
 MAX_EPOCHS = 1_000_000  # a bound for every epoch count (the service's max_epochs is usually far lower)
 
 
@@ -581,10 +583,39 @@ class TuneSpec(_Strict):
     )
     seed: Seed | None = 0
     control: bool = Field(True, description="Add one plain cross-entropy trial with the same model and schedule.")
+    repeats: int = Field(
+        1,
+        ge=1,
+        le=MAX_REPEATS,
+        description="Train every planned config, and the control, this many times with train seeds train.seed + r "
+        "(r = 0 .. repeats-1) on the same data split; a branch's gain is then the mean of its paired differences "
+        "against the control run with the same seed, with a 95% confidence interval.",
+    )
 
     @property
     def resolved_mode(self) -> str:
         return self.mode or ("min" if self.metric in MINIMISED_METRICS else "max")
+
+
+class EvaluationSpec(_Strict):
+    """How a job chooses (an epoch per trial, a config per branch, the best trial) and what it reports."""
+
+    selection: Literal["val", "test"] = Field(
+        "val",
+        description="'val': every choice (a trial's epoch, a branch's config, the best trial, ASHA, TPE) uses the "
+        "validation split, and the test split is only reported. 'test': choose and report on the full test split "
+        "(the published CIFAR-LT protocol; results say selected_on: test).",
+    )
+    val_fraction: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="For a dataset without its own validation split: the share of each class's test items that moves "
+        "to validation (stratified, seeded by the dataset's seed; at least one item per class on each side).",
+    )
+    epoch: Literal["best", "last"] = Field(
+        "best", description="A trial's reported epoch: 'best' by the selection metric, or the 'last' epoch."
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -602,6 +633,13 @@ class JobSpec(_Strict):
     train: TrainSpec = Field(default_factory=TrainSpec)
     scaling: ScalingSpec = Field(default_factory=ScalingSpec)
     tune: TuneSpec = Field(default_factory=TuneSpec)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+
+    @property
+    def selection_metric(self) -> str:
+        """The metric every choice is made on: ``val_<tune.metric>`` with selection "val", else ``tune.metric``."""
+        prefix = "val_" if self.evaluation.selection == "val" else ""
+        return prefix + self.tune.metric
 
     @model_validator(mode="after")
     def _consistency(self, info: ValidationInfo) -> JobSpec:
@@ -629,16 +667,35 @@ class JobSpec(_Strict):
                     raise ValueError(f"losses[{i}].start_epoch: {v} >= train.epochs {epochs}")
         if self.reweighting.start_epoch is not None and self.reweighting.start_epoch >= epochs:
             raise ValueError(f"reweighting.start_epoch: {self.reweighting.start_epoch} >= train.epochs {epochs}")
+        self._check_val_split()
         ctx = info.context or {}
         max_epochs = int(ctx.get("max_epochs", DEFAULT_MAX_EPOCHS))
         if epochs > max_epochs:
             raise ValueError(f"train.epochs: {epochs} exceeds the limit of {max_epochs}")
         max_trials = int(ctx.get("max_trials", DEFAULT_MAX_TRIALS))
         if self.trial_count() > max_trials:
+            field = "tune.repeats" if self.tune.repeats > 1 else "tune.num_samples"
             raise ValueError(
-                f"tune.num_samples: the job would run {self.trial_count()} trials, more than the limit of {max_trials}"
+                f"{field}: the job would run {self.trial_count()} trials, more than the limit of {max_trials}"
             )
         return self
+
+    def _check_val_split(self) -> None:
+        """A validation split that leaves a class without validation or test items is refused here when the test
+        split's size is in the spec (digits_lt, synthetic_lt); for files it is refused when the data is loaded."""
+        if self.evaluation.selection != "val":
+            return
+        per_class = getattr(self.dataset, "test_per_class", None)
+        if per_class is None:
+            return
+        fraction = self.evaluation.val_fraction
+        n_val = int(round(fraction * per_class))
+        if not 1 <= n_val <= per_class - 1:
+            raise ValueError(
+                f"evaluation.val_fraction: {fraction:g} of dataset.test_per_class={per_class} leaves "
+                f"{n_val} validation and {per_class - n_val} test item(s) per class; each side needs at least one "
+                "(raise test_per_class, change val_fraction, or use selection 'test')"
+            )
 
     # -- helpers used by the search, the service and the CLI ------------------------------------------------------
     def iter_domains(self, kinds: tuple[type, ...] | None = None) -> Iterator[tuple[str, Domain]]:
@@ -661,13 +718,18 @@ class JobSpec(_Strict):
                     size *= len(d.choice)
         return size
 
-    def trials_per_branch(self, index: int) -> int:
-        """Trials the search runs for branch ``index`` (grid axes times num_samples)."""
+    def configs_per_branch(self, index: int) -> int:
+        """Configs the search plans for branch ``index`` (grid axes times num_samples)."""
         return self._grid_size(("model.", "train.", f"losses[{index}].")) * self.tune.num_samples
 
+    def trials_per_branch(self, index: int) -> int:
+        """Trials the search runs for branch ``index`` (its configs times repeats)."""
+        return self.configs_per_branch(index) * self.tune.repeats
+
     def trial_count(self) -> int:
-        """Total trials including the control."""
-        return sum(self.trials_per_branch(i) for i in range(len(self.losses))) + int(self.tune.control)
+        """Total trials including the control's repeats."""
+        control = int(self.tune.control) * self.tune.repeats
+        return sum(self.trials_per_branch(i) for i in range(len(self.losses))) + control
 
     def dataset_paths(self) -> dict[str, str]:
         """Dataset parameters that are filesystem paths (for the data-root check), by field name."""

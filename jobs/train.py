@@ -24,8 +24,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
-from jobs.results import METRICS_JSON, is_better
-from lt_core.datasets import LTData, load_dataset
+from jobs.results import METRICS_JSON, SELECTION_SCORE, is_better
+from lt_core.datasets import LTData, load_dataset, with_validation
 from lt_core.engine import (
     EpochShardSampler,
     FitConfig,
@@ -87,6 +87,7 @@ def fit_config(trial: dict[str, Any]) -> FitConfig:
 
 
 _DATASETS: dict[str, LTData] = {}
+_SPLITS: dict[str, LTData] = {}
 _DATASET_CACHE_SIZE = 2
 
 
@@ -116,6 +117,27 @@ def cached_dataset(dataset: dict[str, Any]) -> LTData:
     _DATASETS[key] = data  # most recently used last
     while len(_DATASETS) > _DATASET_CACHE_SIZE:
         _DATASETS.pop(next(iter(_DATASETS)))
+    return data
+
+
+def trial_data(dataset: dict[str, Any], evaluation: dict[str, Any] | None = None) -> LTData:
+    """The trial's data: the cached dataset, with its validation split when the trial selects on validation.
+
+    ``evaluation`` (a planned trial's, see ``jobs.tune``): ``split`` (selection on validation), ``val_fraction`` and
+    ``seed`` (the dataset's, so every trial of a job, every repeat included, gets the same split). A dataset with its
+    own validation split keeps it either way.
+    """
+    data = cached_dataset(dataset)
+    evaluation = evaluation or {}
+    if evaluation.get("split") or data.val is not None:
+        key = "split:" + json.dumps([_dataset_key(dataset), evaluation.get("val_fraction"), evaluation.get("seed")])
+        split = _SPLITS.pop(key, None)
+        if split is None:
+            split = with_validation(data, float(evaluation.get("val_fraction", 0.5)), int(evaluation.get("seed", 0)))
+        _SPLITS[key] = split  # shares the cached data's tensors (a split copies only the test rows)
+        while len(_SPLITS) > _DATASET_CACHE_SIZE:
+            _SPLITS.pop(next(iter(_SPLITS)))
+        return split
     return data
 
 
@@ -155,7 +177,8 @@ def run_trial(trial: dict[str, Any], dataset: dict[str, Any], ctx: TrialContext 
     cfg = fit_config(trial)
     seed_everything(cfg.seed)
     configure_device(ctx.device, deterministic=ctx.deterministic)  # TF32 + cudnn.benchmark on CUDA
-    data = cached_dataset(dataset)
+    evaluation = trial.get("evaluation") or {}
+    data = trial_data(dataset, evaluation)
     if LOSSES[cfg.loss].needs_class_counts or cfg.reweighting != "none":
         data.require_all_classes()
 
@@ -179,9 +202,14 @@ def run_trial(trial: dict[str, Any], dataset: dict[str, Any], ctx: TrialContext 
     )
     test_shard = Subset(data.test, shard_indices(len(data.test), ctx.rank, ctx.world_size))
     test_loader = DataLoader(test_shard, batch_size=max(cfg.batch_size, 512), **loader_options(test_shard, ctx.device))
+    val_loader = None
+    if data.val is not None:
+        val_shard = Subset(data.val, shard_indices(len(data.val), ctx.rank, ctx.world_size))
+        val_loader = DataLoader(val_shard, batch_size=max(cfg.batch_size, 512), **loader_options(val_shard, ctx.device))
     schedule = LossSchedule(cfg, counts, ctx.device)
     reduce = (lambda tensors: _all_reduce(tensors, ctx.world_size, ctx.device)) if ctx.world_size > 1 else None
     policy = CheckpointPolicy(ctx, history)
+    score = SelectionScore(evaluation, history)
 
     for epoch in range(start, cfg.epochs):
         metrics = run_epoch(
@@ -196,9 +224,10 @@ def run_trial(trial: dict[str, Any], dataset: dict[str, Any], ctx: TrialContext 
             epoch,
             device=ctx.device,
             reduce=reduce,
+            val_loader=val_loader,
         )
         history.append(scalar_metrics(metrics))
-        report = report_payload(metrics)
+        report = report_payload(metrics) | {SELECTION_SCORE: score.update(metrics)}
         if ctx.report is None:
             continue
         if not policy.due(metrics, last=epoch + 1 == cfg.epochs):
@@ -210,6 +239,31 @@ def run_trial(trial: dict[str, Any], dataset: dict[str, Any], ctx: TrialContext 
         else:
             ctx.report(report, None)
     return history
+
+
+class SelectionScore:
+    """The trial's selection value so far, which Tune's scheduler and searcher compare (``SELECTION_SCORE``).
+
+    With ``evaluation.epoch`` "best" it is the best value of the selection metric so far (the epoch the trial would
+    report if it stopped now), with "last" the current epoch's. Without a metric (a plain ``run_trial`` call) it is
+    NaN. A resumed trial starts from the checkpoint's history.
+    """
+
+    def __init__(self, evaluation: dict[str, Any], history: list[dict[str, Any]]) -> None:
+        self.metric = evaluation.get("metric")
+        self.mode = evaluation.get("mode", "max")
+        self.last = evaluation.get("epoch") == "last"
+        self.best: float | None = None
+        for h in history:
+            self.update(h)
+
+    def update(self, metrics: dict[str, Any]) -> float:
+        value = metrics.get(self.metric) if self.metric else None
+        if self.last:
+            self.best = value
+        elif is_better(value, self.best, self.mode):
+            self.best = value
+        return float("nan") if self.best is None else float(self.best)
 
 
 class CheckpointPolicy:

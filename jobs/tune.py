@@ -11,6 +11,10 @@ Ray 2.60 (Train V2): a Tune trial is a small driver function that builds and fit
   first trial.
 - ASHA never stops a trial before its re-balancing starts (grace period >= the latest DRW / IB start epoch + 1)
   and never stops the control.
+- ``tune.repeats``: every planned config (the control too) runs once per train seed ``train.seed + r``, its trials
+  sharing a ``config_id``; TPE wraps its searcher in a ``Repeater`` and is told a config's mean score. ASHA stops
+  seeds individually. Tune's metric is ``SELECTION_SCORE``: the trial's selection metric (``val_<metric>`` with
+  ``evaluation.selection: "val"``) at the epoch it would report now.
 
 ``run_job`` returns a plain JSON-serialisable JobResult (see docs/ARCHITECTURE.md) and emits events as trials
 start, report epochs and finish.
@@ -32,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from jobs.results import METRICS_JSON, ResultCollector
+from jobs.results import METRICS_JSON, SELECTION_SCORE, ResultCollector
 from jobs.spec import (
     TRIAL_DRIVER_CPU,
     Choice,
@@ -49,6 +53,7 @@ logger = logging.getLogger(__name__)
 
 EventSink = Callable[[dict[str, Any]], None]
 TRAIN_SEARCHABLE = ("batch_size", "optimizer", "lr", "momentum", "weight_decay")
+TRIAL_INDEX = "__trial_index__"  # ray.tune.search.repeater.TRIAL_INDEX (a Repeater's repeat index in the config)
 TRAIN_FIXED = ("epochs", "schedule", "milestones", "lr_decay", "warmup_epochs", "seed")
 
 
@@ -103,12 +108,33 @@ def _sections(spec: JobSpec, index: int | None) -> dict[str, dict[str, Any]]:
     return {"loss": branch.loss_params(), "branch": extra, "train": train, "model": model}
 
 
-def _assemble(spec: JobSpec, index: int | None, values: dict[str, dict[str, Any]], sample: int) -> dict[str, Any]:
+def evaluation_options(spec: JobSpec) -> dict[str, Any]:
+    """What a trial needs to know of ``spec.evaluation``: whether to split off validation, and what it selects on."""
+    return {
+        "split": spec.evaluation.selection == "val",
+        "val_fraction": spec.evaluation.val_fraction,
+        "seed": int(getattr(spec.dataset, "seed", 0)),
+        "metric": spec.selection_metric,
+        "mode": spec.tune.resolved_mode,
+        "epoch": spec.evaluation.epoch,
+    }
+
+
+def _assemble(
+    spec: JobSpec,
+    index: int | None,
+    values: dict[str, dict[str, Any]],
+    sample: int,
+    repeat: int = 0,
+    config_id: str | None = None,
+) -> dict[str, Any]:
     branch = spec.losses[index] if index is not None else None
     rw = branch.reweighting if branch is not None and branch.reweighting is not None else spec.reweighting
     train = {k: getattr(spec.train, k) for k in TRAIN_FIXED} | values["train"]
     train["milestones"] = list(train["milestones"])
-    train["seed"] = spec.train.seed + sample
+    # Every config, the control included, runs with seeds train.seed + r: seed r of a branch pairs with the control's.
+    train["seed"] = spec.train.seed + repeat
+    key = "control" if branch is None else branch.key
     if branch is None:  # the control: plain cross-entropy, no re-weighting, same model and schedule
         rw_dict = {"scheme": "none", "beta": 0.9999, "start_epoch": None}
     else:
@@ -130,26 +156,60 @@ def _assemble(spec: JobSpec, index: int | None, values: dict[str, dict[str, Any]
         "model_params": values["model"],
         "train": train,
         "sample_index": sample,
-        "config": searched | {"reweighting": rw_dict["scheme"] + ("-drw" if rw_dict["start_epoch"] else "")},
+        "repeat": repeat,
+        "config_id": config_id or f"{key}/{sample}",
+        "evaluation": evaluation_options(spec),
+        # The config the results show; seed and config_id ride along (the store keeps a trial's config as JSON).
+        "config": searched
+        | {
+            "reweighting": rw_dict["scheme"] + ("-drw" if rw_dict["start_epoch"] else ""),
+            "config_id": config_id or f"{key}/{sample}",
+            "seed": train["seed"],
+        },
     }
 
 
-def control_trial(spec: JobSpec) -> dict[str, Any]:
+def with_repeat(trial: dict[str, Any], repeat: int, base_seed: int) -> dict[str, Any]:
+    """A copy of a planned trial for repeat ``repeat`` (train seed ``base_seed + repeat``); the config_id is kept."""
+    seed = base_seed + repeat
+    return trial | {
+        "repeat": repeat,
+        "train": trial["train"] | {"seed": seed},
+        "config": trial["config"] | {"seed": seed},
+    }
+
+
+def resolve_trial(config: dict[str, Any]) -> dict[str, Any]:
+    """The planned trial of a Tune config; a ``Repeater``'s trial index (TPE with repeats) sets its repeat."""
+    trial = config["trial"]
+    index = config.get(TRIAL_INDEX)
+    if index is None or int(index) == trial.get("repeat", 0):
+        return trial
+    return with_repeat(trial, int(index), trial["train"]["seed"] - int(trial.get("repeat", 0)))
+
+
+def control_trial(spec: JobSpec, repeat: int = 0) -> dict[str, Any]:
     """The plain cross-entropy control: the same model and schedule, shared train domains at their centre."""
     values = {
         s: {k: center_value(v) if is_domain(v) else v for k, v in d.items()} for s, d in _sections(spec, None).items()
     }
-    return _assemble(spec, None, values, 0)
+    return _assemble(spec, None, values, 0, repeat)
 
 
 def plan_trials(spec: JobSpec) -> list[dict[str, Any]]:
-    """Every trial of a random/grid search, control first; deterministic for a given ``tune.seed``."""
+    """Every trial of a random/grid search, control first; deterministic for a given ``tune.seed``.
+
+    Each planned config (the control too) appears ``tune.repeats`` times in a row, with train seeds
+    ``train.seed + r`` and one ``config_id``.
+    """
     rng = np.random.default_rng(spec.tune.seed)
     grid_choices = spec.tune.search == "grid"
     trials = []
+    repeats = range(spec.tune.repeats)
     if spec.tune.control:
-        trials.append(control_trial(spec))
+        trials += [control_trial(spec, r) for r in repeats]
     for index in range(len(spec.losses)):
+        configs = 0  # numbers the branch's configs: config_id "<branch>/<n>"
         sections = _sections(spec, index)
         axes = [
             (s, k, v.grid if isinstance(v, Grid) else v.choice)
@@ -167,7 +227,9 @@ def plan_trials(spec: JobSpec) -> list[dict[str, Any]]:
                     }
                     for s, d in sections.items()
                 }
-                trials.append(_assemble(spec, index, values, sample))
+                config_id = f"{spec.losses[index].key}/{configs}"
+                configs += 1
+                trials += [_assemble(spec, index, values, sample, r, config_id) for r in repeats]
     return trials
 
 
@@ -190,12 +252,16 @@ def _suggest(name: str, domain: Any, ot_trial: Any) -> Any:
 class TPESpace:
     """An Optuna define-by-run space: the control first, then ``branch`` and that branch's own parameters.
 
+    With ``tune.repeats`` > 1 a ``Repeater`` runs each suggestion once per seed and tells TPE their mean selection
+    score (the mean validation metric over the config's repeats).
+
     A picklable callable (Tune checkpoints its searcher). Tune asks for suggestions from its one driver thread.
     """
 
     def __init__(self, spec: JobSpec) -> None:
         self.spec = spec
         self.control_pending = spec.tune.control
+        self.suggested = 0  # numbers the configs (config_id); a Repeater copies one suggestion to all its repeats
 
     def __call__(self, ot_trial: Any) -> dict[str, Any]:
         spec = self.spec
@@ -209,7 +275,8 @@ class TPESpace:
         for s, d in _sections(spec, index).items():
             prefix = key if s in ("loss", "branch") else s
             values[s] = {k: _suggest(f"{prefix}.{k}", v, ot_trial) if is_domain(v) else v for k, v in d.items()}
-        return {"trial": _assemble(spec, index, values, 0)}
+        self.suggested += 1
+        return {"trial": _assemble(spec, index, values, 0, 0, f"{key}/{self.suggested}")}
 
 
 def tpe_space(spec: JobSpec) -> TPESpace:
@@ -223,16 +290,19 @@ def asha_grace_period(spec: JobSpec) -> int:
 
 
 def dataset_meta(spec: JobSpec) -> dict[str, Any]:
-    """Name, fingerprint, class names/counts and shot groups of the spec's training set (loads the data)."""
-    from lt_core.datasets import load_dataset
+    """Name, fingerprint, class names/counts and shot groups of the spec's training set, and the sizes of its
+    validation and test splits (loads the data; the fingerprint covers the val/test partition)."""
+    from jobs.train import trial_data
     from lt_core.metrics import shot_groups
 
     params = spec.dataset.model_dump()
-    name = params.pop("name")
-    data = load_dataset(name, **params)
+    name = params["name"]
+    data = trial_data(params, evaluation_options(spec))
     return {
         "name": name,
         "fingerprint": data.fingerprint,
+        "val_size": None if data.val is None else len(data.val),
+        "test_size": len(data.test),
         "class_names": list(data.class_names),
         "class_counts": data.class_counts.tolist(),
         "num_classes": data.num_classes,
@@ -246,7 +316,7 @@ def dataset_meta(spec: JobSpec) -> dict[str, Any]:
 def _trial_driver(config: dict[str, Any], job: dict[str, Any]) -> None:
     """One Tune trial: in this process for one worker, else a ``TorchTrainer`` (Train V2 + Tune) for DDP."""
     train_config = {
-        "trial": config["trial"],
+        "trial": resolve_trial(config),
         "dataset": job["dataset"],
         "threads": max(1, int(job["scaling"]["cpus_per_worker"])),
         "checkpoint": job["checkpoint"],
@@ -373,7 +443,7 @@ def _make_callback(collector: ResultCollector, emit: EventSink, epochs: int, met
                 return {}
 
             def on_trial_start(self, iteration, trials, trial, **info):
-                t = trial.config["trial"]
+                t = resolve_trial(trial.config)
                 self.emit(
                     {
                         "type": "trial_started",
@@ -382,6 +452,8 @@ def _make_callback(collector: ResultCollector, emit: EventSink, epochs: int, met
                         "branch_index": t["branch_index"],
                         "is_control": t["is_control"],
                         "config": t["config"],
+                        "config_id": t["config"]["config_id"],
+                        "seed": t["config"]["seed"],
                     }
                 )
 
@@ -512,7 +584,12 @@ def _make_scheduler(spec: JobSpec):
     from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
     class ControlSafeASHA(ASHAScheduler):
-        """ASHA that never stops the control trial (every gain is measured against it)."""
+        """ASHA that never stops the control trial (every gain is measured against it).
+
+        With ``tune.repeats`` each seed is a trial of its own, and ASHA stops seeds individually: at each rung a
+        seed is compared with every trial that reached that rung (the other seeds of its config included) by its
+        selection score. A config keeps the seeds that ASHA let run; its row counts those that reported.
+        """
 
         def on_trial_result(self, tune_controller, trial, result):
             decision = super().on_trial_result(tune_controller, trial, result)
@@ -526,6 +603,31 @@ def _make_scheduler(spec: JobSpec):
         grace_period=asha_grace_period(spec),
         reduction_factor=spec.tune.reduction_factor,
     )
+
+
+def make_search_alg(spec: JobSpec) -> Any:
+    """TPE's searcher (None for random and grid search, whose trials are planned).
+
+    Optuna's TPE over ``tpe_space``, scored by ``SELECTION_SCORE``. With ``tune.repeats`` > 1 it is wrapped in a
+    ``ray.tune.search.Repeater``: each suggestion runs once per seed (the repeat index sets the seed, see
+    ``resolve_trial``), and TPE is told the mean of the seeds' scores (the mean validation metric of the config).
+    """
+    if spec.tune.search != "tpe":
+        return None
+    from optuna.samplers import TPESampler
+    from ray.tune.search.optuna import OptunaSearch
+
+    search_alg = OptunaSearch(
+        space=tpe_space(spec),
+        metric=SELECTION_SCORE,
+        mode=spec.tune.resolved_mode,
+        sampler=TPESampler(seed=spec.tune.seed, n_startup_trials=max(2, len(spec.losses))),
+    )
+    if spec.tune.repeats > 1:
+        from ray.tune.search import Repeater
+
+        search_alg = Repeater(search_alg, repeat=spec.tune.repeats, set_index=True)
+    return search_alg
 
 
 def run_job(
@@ -601,26 +703,17 @@ def run_job(
         "experiment": name,
         "in_process": in_process,
         "checkpoint": {
-            "metric": spec.tune.metric,
+            "metric": spec.selection_metric,
             "mode": spec.tune.resolved_mode,
             "interval_s": float(os.environ.get("LONGTAIL_CHECKPOINT_INTERVAL_S", "60")),
         },
     }
     trainable = tune.with_resources(tune.with_parameters(_trial_driver, job=job), trial_placement(spec, in_process))
-    if spec.tune.search == "tpe":
-        from optuna.samplers import TPESampler
-        from ray.tune.search.optuna import OptunaSearch
-
-        search_alg = OptunaSearch(
-            space=tpe_space(spec),
-            metric=spec.tune.metric,
-            mode=spec.tune.resolved_mode,
-            sampler=TPESampler(seed=spec.tune.seed, n_startup_trials=max(2, len(spec.losses))),
-        )
+    search_alg = make_search_alg(spec)
+    if search_alg is not None:
         param_space: dict[str, Any] = {}
         num_samples = spec.trial_count()
     else:
-        search_alg = None
         param_space = {"trial": tune.grid_search(plan_trials(spec))}
         num_samples = 1
 
@@ -629,7 +722,7 @@ def run_job(
         resume=resume,
         param_space=param_space,
         tune_config=tune.TuneConfig(
-            metric=spec.tune.metric,
+            metric=SELECTION_SCORE,
             mode=spec.tune.resolved_mode,
             num_samples=num_samples,
             max_concurrent_trials=concurrent_trials(spec, ray.cluster_resources()),

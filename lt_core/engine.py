@@ -369,6 +369,9 @@ def evaluate(
     return acc
 
 
+VAL_PREFIX = "val_"  # validation metrics sit beside the test metrics under this prefix
+
+
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     """The scalar (history-worthy) entries of a metrics dict: numbers, None and short labels like ``loss_phase``."""
     return {k: v for k, v in metrics.items() if v is None or isinstance(v, (int, float, str))}
@@ -387,8 +390,12 @@ def run_epoch(
     *,
     device: torch.device | str = "cpu",
     reduce: Callable[[list[Tensor]], None] | None = None,
+    val_loader: DataLoader | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate one (0-based) ``epoch``; returns the full metrics dict of it (``epoch`` 1-based).
+
+    With ``val_loader`` the model is also evaluated on the validation split, and every scalar metric of it is
+    added as ``val_<metric>`` (``val_balanced_accuracy``, ...) beside the test metrics under their plain names.
 
     ``reduce(tensors)`` sums tensors across workers in place (``torch.distributed.all_reduce``); it is called
     with tensors on ``device`` only (NCCL takes no others). With it, the training loss's finiteness flags are
@@ -418,6 +425,14 @@ def run_epoch(
         reduce([*acc.tensors(), loss_sum])
         acc, loss_sum = acc.to("cpu"), loss_sum.cpu()
     metrics = acc.compute(class_counts, many_threshold=cfg.many_threshold, few_threshold=cfg.few_threshold)
+    if val_loader is not None:
+        val = evaluate(getattr(model, "module", model), val_loader, len(class_counts), device=device)
+        if reduce is not None:
+            val = val.to(device)
+            reduce(val.tensors())
+            val = val.to("cpu")
+        val_metrics = val.compute(class_counts, many_threshold=cfg.many_threshold, few_threshold=cfg.few_threshold)
+        metrics.update({f"{VAL_PREFIX}{k}": v for k, v in scalar_metrics(val_metrics).items()})
     metrics.update(
         epoch=epoch + 1,
         train_loss=float(loss_sum[0] / loss_sum[1]),
@@ -494,6 +509,8 @@ def fit(
 ) -> list[dict[str, Any]]:
     """Train ``cfg`` on ``data`` (an ``lt_core.datasets.LTData``); returns the per-epoch history.
 
+    When ``data.val`` is set (see ``lt_core.datasets.with_validation``) each epoch also reports ``val_<metric>``.
+
     ``callback(epoch, metrics)`` gets the 1-based epoch and the full metrics dict (per-class accuracy, shot
     groups, calibration, ``train_loss``, ``lr``, ``epoch_time_s``). With ``checkpoint_path`` a checkpoint is
     written after every epoch; ``resume_from`` continues from one. ``stop_after`` ends the run early after that
@@ -520,6 +537,10 @@ def fit(
     test_loader = DataLoader(
         data.test, batch_size=max(cfg.batch_size, 512), shuffle=False, **loader_options(data.test, device)
     )
+    val = getattr(data, "val", None)
+    val_loader = None
+    if val is not None:
+        val_loader = DataLoader(val, batch_size=max(cfg.batch_size, 512), shuffle=False, **loader_options(val, device))
     schedule = LossSchedule(cfg, data.class_counts, device)
     end = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
     for epoch in range(start, end):
@@ -534,6 +555,7 @@ def fit(
             data.class_counts,
             epoch,
             device=device,
+            val_loader=val_loader,
         )
         history.append(scalar_metrics(metrics))
         if checkpoint_path is not None:

@@ -80,7 +80,9 @@ DEMO_SPEC: dict[str, Any] = {
         "scheduler": "fifo",
         "seed": 0,
         "control": True,
+        "repeats": 3,
     },
+    "evaluation": {"selection": "val", "val_fraction": 0.5, "epoch": "best"},
 }
 
 
@@ -159,16 +161,54 @@ def format_config(config: dict[str, Any] | None) -> str:
     return " ".join(f"{k}={_num(v)}" for k, v in flat.items())
 
 
+def gain_text(row: dict[str, Any], metric: str) -> str:
+    """ "+5.2 ± 2.3" (the gain and its standard deviation over seeds), or "+5.2" for one seed."""
+    if row.get("gain") is None:
+        return "-"
+    text = _gain(row["gain"], metric)
+    if row.get("gain_std") is not None:
+        text += " ± " + _gain(row["gain_std"], metric).lstrip("+")
+    return text
+
+
+def ci_text(row: dict[str, Any], metric: str) -> str:
+    """The gain's 95% confidence interval, "[+1.1, +9.3]"; "-" without one (a single seed)."""
+    lo, hi = row.get("gain_ci95_lo"), row.get("gain_ci95_hi")
+    if lo is None or hi is None:
+        return "-"
+    return f"[{_gain(lo, metric)}, {_gain(hi, metric)}]"
+
+
+def selection_note(results: Results) -> str:
+    """What was selected on what: the line every results table and the demo end with."""
+    on = "test" if results.selected_on == "test" else "validation"
+    epoch = "last epoch" if results.best_scope == "last_epoch" else f"epoch with the best {on} {results.metric}"
+    seeds = f"{results.repeats} seed{'s' if results.repeats != 1 else ''} per config"
+    if results.selected_on == "test":
+        return (
+            f"Selected on test: each trial's {epoch}, each branch's config and the best trial were chosen on the "
+            f"test split that is reported ({seeds}); these figures are optimistic."
+        )
+    return (
+        f"Selected on validation: each trial's {epoch}, each branch's config (best mean over its seeds) and the best "
+        f"trial were chosen on the validation split; the test split is only reported ({seeds})."
+    )
+
+
 def results_table(results: Results) -> str:
-    """Per loss branch: balanced / many / medium / few accuracy (%), gain over the CE control, best config."""
+    """Per loss branch: balanced / many / medium / few accuracy (%), the paired gain over the CE control with its
+    spread and 95% CI (significant rows marked), the seeds behind each row and the chosen config."""
     metric = results.metric
-    gain_head = f"gain vs CE ({'pts' if _is_rate(metric) else metric})"
+    unit = "pts" if _is_rate(metric) else metric
     best_id = (results.best_trial or {}).get("trial_id")
+    on_test = results.selected_on == "test"
     rows = []
     for r in results.rows():
         name = "control (ce)" if r["is_control"] else str(r["branch"])
         if r["trial_id"] is not None and r["trial_id"] == best_id:
             name += " *"
+        if r.get("significant"):
+            name += " !"
         rows.append(
             [
                 name,
@@ -176,13 +216,31 @@ def results_table(results: Results) -> str:
                 _pct(r["many_shot_accuracy"]),
                 _pct(r["medium_shot_accuracy"]),
                 _pct(r["few_shot_accuracy"]),
-                "ref" if r["is_control"] else _gain(r["gain"], metric),
+                "ref" if r["is_control"] else gain_text(r, metric),
+                "" if r["is_control"] else ci_text(r, metric),
+                str(r.get("n_seeds") if r.get("n_seeds") is not None else "-"),
                 format_config(r["config"]),
             ]
         )
-    headers = ["loss", "balanced acc", "many", "medium", "few", gain_head, "best config"]
-    table = format_table(headers, rows, right=[False, True, True, True, True, True, False])
-    notes = [f"Test accuracy (%) at each branch's best epoch of its best trial (by {metric})."]
+    headers = [
+        "loss",
+        "balanced acc",
+        "many",
+        "medium",
+        "few",
+        f"gain vs CE ({unit})" + (" [sel. on test]" if on_test else ""),
+        "95% CI",
+        "seeds",
+        "best config",
+    ]
+    table = format_table(headers, rows, right=[False, True, True, True, True, True, True, True, False])
+    shown = "at the selected epoch, mean over each config's seeds" + (" (selected on test)" if on_test else "")
+    notes = [
+        f"Test accuracy (%) {shown}. Gain: mean ± std of the paired differences with the control of the same seed.",
+        selection_note(results),
+    ]
+    if any(r.get("significant") for r in results.rows()):
+        notes.append("! the 95% confidence interval of the gain excludes 0.")
     if best_id is not None:
         notes.append("* the best trial of the job.")
     if not results.complete:
@@ -314,6 +372,12 @@ def results_csv(results: Results, out: TextIO) -> None:
         "medium_shot_accuracy",
         "few_shot_accuracy",
         "gain",
+        "gain_std",
+        "gain_ci95_lo",
+        "gain_ci95_hi",
+        "significant",
+        "n_seeds",
+        "config_id",
         "config",
     ]
     writer.writerow(keys)
@@ -667,8 +731,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if not keep:
             shutil.rmtree(state_dir, ignore_errors=True)
     total = time.monotonic() - t0
+    evaluation = spec.get("evaluation") or {}
+    repeats = spec["tune"].get("repeats", 1)
+    chosen = "on test" if evaluation.get("selection") == "test" else "on validation, test only reported"
     print(
-        f"Demo finished in {int(total) // 60}:{int(total) % 60:02d}"
+        f"Demo finished in {int(total) // 60}:{int(total) % 60:02d}; epochs, configs and the best trial were "
+        f"selected {chosen}, over {repeats} seed{'s' if repeats != 1 else ''} per config"
         + (
             f"; the state is kept in {state_dir} (longtail serve --state-dir {state_dir} serves it again)."
             if keep

@@ -259,12 +259,31 @@ class Results(JobResults):
         rows = []
         control = self.control
         if control is not None and control.get("best"):
-            rows.append(_row("control", control, self.metric, gain=0.0, is_control=True))
+            row = _row("control", control, self.metric, gain=0.0, is_control=True)
+            seeds = [t for t in self.trials if t.get("is_control") and t.get("best")]
+            if len(seeds) > 1:  # the control's figures are its mean over seeds, as the branches' are
+                for key in ("balanced_accuracy", "accuracy", *SHOT_KEYS):
+                    values = [t["best"]["metrics"].get(key) for t in seeds]
+                    if all(isinstance(v, (int, float)) for v in values):
+                        row[key] = sum(values) / len(values)
+            row.update(n_seeds=len(seeds), config=_without_identity(row["config"]))
+            rows.append(row)
         for b in self.branches:
             trial = self.trial(b.get("best_trial_id")) or {}
             metrics = b.get("best_metrics") or ((trial.get("best") or {}).get("metrics")) or {}
             row = _row(b.get("branch"), trial, self.metric, gain=b.get("gain"), metrics=metrics)
-            row["best_value"] = b.get("best_value")
+            ci = b.get("gain_ci95")
+            row.update(
+                best_value=b.get("best_value"),
+                config_id=b.get("config_id"),
+                config=b.get("config") if b.get("config") is not None else row["config"],
+                n_seeds=b.get("n_seeds"),
+                test_std=b.get("test_std"),
+                gain_std=b.get("gain_std"),
+                gain_ci95_lo=ci[0] if ci else None,
+                gain_ci95_hi=ci[1] if ci else None,
+                significant=b.get("significant"),
+            )
             rows.append(row)
         return rows
 
@@ -278,6 +297,10 @@ class Results(JobResults):
 
 
 SHOT_KEYS = ("many_shot_accuracy", "medium_shot_accuracy", "few_shot_accuracy")
+
+
+def _without_identity(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k not in ("seed", "config_id")}
 
 
 def _row(
@@ -302,6 +325,13 @@ def _row(
         "accuracy": metrics.get("accuracy"),
         **{k: metrics.get(k) for k in SHOT_KEYS},
         "gain": gain,
+        "gain_std": None,
+        "gain_ci95_lo": None,
+        "gain_ci95_hi": None,
+        "significant": None,
+        "n_seeds": 1 if best else 0,
+        "test_std": None,
+        "config_id": trial.get("config_id"),
         "config": trial.get("config") or {},
     }
 

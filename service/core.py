@@ -42,7 +42,7 @@ from service.errors import (
 from service.schemas import DriverEvent
 from service.settings import Settings
 from service.store import JobRecord, JobStatus, JobStore
-from service.validation import feasibility_details, parse_spec, resolve_dataset_paths
+from service.validation import feasibility_details, parse_spec, resolve_dataset_paths, val_split_details
 
 logger = logging.getLogger("service.core")
 
@@ -255,6 +255,9 @@ class JobService:
         spec = parse_spec(body, self.settings)
         assert self.settings.data_root is not None
         run_spec = resolve_dataset_paths(spec, self.settings.data_root)
+        split = val_split_details(run_spec)
+        if split:
+            raise SpecRejected("the validation split cannot be made", split)
         infeasible = feasibility_details(spec, self.dispatcher.node_resources())
         if infeasible:
             raise SpecRejected("the job cannot run on this Ray cluster", infeasible)
@@ -263,7 +266,7 @@ class JobService:
             spec=spec.model_dump(mode="json"),
             run_spec=run_spec.model_dump_json(),
             name=spec.name,
-            metric=spec.tune.metric,
+            metric=spec.selection_metric,  # what the progress's best so far is chosen on
             mode=spec.tune.resolved_mode,
             trial_total=spec.trial_count(),
             idempotency_key=idempotency_key,

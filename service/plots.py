@@ -330,8 +330,13 @@ def _plot_curves(fig: Figure, ax, result: dict) -> None:
         scored = [(v, t) for t in trials if (v := _best_value(t, result)) is not None]
         if scored:
             best_id = (max if mode == "max" else min)(scored, key=lambda vt: vt[0])[1].get("trial_id")
-    ax.set_title(_title(result, f"{_pretty(metric)} per epoch, all trials"), fontsize=11)
-    drew_any = stopped_any = False
+    val_key = f"val_{metric}"
+    has_val = any(
+        isinstance(h, dict) and _num(h.get(val_key)) is not None for t in trials for h in t.get("history") or []
+    )
+    what = f"{_pretty(metric)} per epoch, all trials" + (": test (solid) and validation (dotted)" if has_val else "")
+    ax.set_title(_title(result, what), fontsize=11)
+    drew_any = stopped_any = selected_any = False
     seen: dict[str, Line2D] = {}
     for t in sorted(trials, key=lambda t: t.get("trial_id") == best_id):  # the best trial drawn last, on top
         rows = [h for h in t.get("history") or [] if isinstance(h, dict)]
@@ -358,6 +363,25 @@ def _plot_curves(fig: Figure, ax, result: dict) -> None:
             markersize=5,
             zorder=4 if is_best else 2,
         )
+        val_pts = [(x, _num(h.get(val_key))) for x, h in zip([p[0] for p in pts], rows, strict=False)]
+        val_pts = [p for p in val_pts if p[1] is not None]
+        if val_pts:  # the split every choice is made on, beside the one reported
+            ax.plot(
+                [p[0] for p in val_pts],
+                [p[1] for p in val_pts],
+                color=color,
+                linestyle=":",
+                linewidth=2.0 if is_best else 1.0,
+                alpha=0.9 if is_best else 0.6,
+                zorder=3 if is_best else 1,
+            )
+        selected = t.get("selected") if isinstance(t.get("selected"), dict) else None
+        if is_best and selected and _num(selected.get("epoch")) is not None:
+            epoch = _num(selected["epoch"])
+            at = [y for x, y in pts if x == epoch]
+            if at:
+                selected_any = True
+                ax.plot(epoch, at[0], marker="*", markersize=15, color=color, markeredgecolor="black", zorder=6)
         if t.get("status") in ("stopped", "failed", "error", "terminated"):
             stopped_any = True
             ax.plot(xs[-1], ys[-1], marker="x", markersize=9, markeredgewidth=2.2, color=color, zorder=5)
@@ -373,6 +397,13 @@ def _plot_curves(fig: Figure, ax, result: dict) -> None:
     handles = [seen[n] for n in names]
     handles.append(Line2D([], [], color="0.3", linewidth=3.0, marker="o"))
     names.append("best trial")
+    if has_val:
+        handles.append(Line2D([], [], color="0.3", linestyle=":", linewidth=2.0))
+        names.append("validation")
+    if selected_any:
+        on = "test" if result.get("selected_on") == "test" else "validation"
+        handles.append(Line2D([], [], color="0.3", linestyle="none", marker="*", markersize=12, markeredgecolor="k"))
+        names.append(f"selected epoch (on {on})")
     if stopped_any:
         handles.append(Line2D([], [], color="0.3", linestyle="none", marker="x", markersize=8, markeredgewidth=2))
         names.append("stopped early")

@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag
 
+from jobs.results import JobResult
 from service.store import JobStatus
 
 
@@ -71,23 +72,12 @@ class JobList(_Out):
     next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last page.")
 
 
-class JobResults(BaseModel):
-    """The JobResult of docs/ARCHITECTURE.md plus the job's id and status; partial until ``complete``."""
-
-    model_config = ConfigDict(extra="allow")
+class JobResults(JobResult):
+    """The JobResult (``jobs.results.JobResult``) plus the job's id and status; partial until ``complete``."""
 
     job_id: str
     status: JobStatus
     complete: bool
-    job_name: str
-    metric: str
-    mode: str
-    best_scope: str
-    dataset: dict[str, Any] | None
-    trials: list[dict[str, Any]]
-    best_trial: dict[str, Any] | None
-    control_trial_id: str | None
-    branches: list[dict[str, Any]]
 
 
 # -- driver events (POST /internal/jobs/{id}/events) -------------------------------------------------------------
@@ -112,6 +102,8 @@ class TrialStarted(_EventBase):
     branch_index: _SmallInt | None = None
     is_control: bool = False
     config: dict[str, Any] | None = None
+    config_id: Annotated[str, StringConstraints(max_length=256)] | None = None
+    seed: Annotated[int, Field(ge=0, le=2**32 + 1000)] | None = None
 
 
 class EpochEvent(_EventBase):

@@ -725,7 +725,8 @@ class JobStore:
                     "config": _dumps(t.get("config") or {}),
                     "status": str(t.get("status") or "succeeded"),
                     "error": t.get("error"),
-                    "best_value": _finite(best.get("value")),
+                    # the job's metric is the selection metric (val_<metric>): the value it chose the epoch by
+                    "best_value": _finite(t.get("selection_value", best.get("value"))),
                     "best_epoch": best.get("epoch"),
                     "epochs_reported": len(t.get("history") or []),
                     "finished_at": when,

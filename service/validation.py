@@ -190,6 +190,43 @@ def _inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
 
+def val_split_details(spec: JobSpec) -> list[dict[str, str]]:
+    """Why the validation split of ``spec`` (a resolved spec) cannot be made, for an npz whose labels say so.
+
+    ``JobSpec`` checks the datasets whose test size is in the spec; an npz is checked here by reading its test labels
+    only (an npz member is read on its own). Other files are checked when the data is loaded: the trial fails with a
+    message naming ``val_fraction``, and the search stops.
+    """
+    if spec.evaluation.selection != "val" or spec.dataset.name != "npz":
+        return []
+    import numpy as np
+
+    fraction = spec.evaluation.val_fraction
+    try:
+        with np.load(spec.dataset.path, allow_pickle=False) as arrays:
+            if "x_val" in arrays.files or "y_test" not in arrays.files:
+                return []  # its own validation split, or a file the loader will refuse with its own message
+            labels = np.asarray(arrays["y_test"])
+    except (OSError, ValueError, EOFError):
+        return []  # not a readable npz: the loader says why
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or labels.size == 0 or labels.min() < 0:
+        return []
+    counts = np.bincount(labels)
+    short = [c for c, n in enumerate(counts.tolist()) if n and not 1 <= round(fraction * n) <= n - 1]
+    if not short:
+        return []
+    few = ", ".join(f"class {c} ({int(counts[c])} test item(s))" for c in short[:5])
+    more = f" and {len(short) - 5} more" if len(short) > 5 else ""
+    return [
+        {
+            "loc": "evaluation.val_fraction",
+            "msg": f"{fraction:g} of the test split leaves no validation or no test item for {few}{more}: every class "
+            "needs one on each side (add x_val/y_val to the file, change val_fraction, or use selection 'test')",
+            "type": "val_split",
+        }
+    ]
+
+
 def feasibility_details(spec: JobSpec, nodes: list[dict[str, float]]) -> list[dict[str, str]]:
     """Why a trial of ``spec`` can never run on a cluster whose alive nodes have ``nodes`` total resources.
 

@@ -18,6 +18,7 @@ from lt_core.datasets.base import (
     load_dataset,
     long_tailed_counts,
     register_dataset,
+    with_validation,
 )
 
 __all__ = [
@@ -29,4 +30,5 @@ __all__ = [
     "load_dataset",
     "long_tailed_counts",
     "register_dataset",
+    "with_validation",
 ]

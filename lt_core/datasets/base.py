@@ -15,7 +15,7 @@ import math
 import numbers
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -32,6 +32,7 @@ __all__ = [
     "load_dataset",
     "long_tailed_counts",
     "register_dataset",
+    "with_validation",
 ]
 
 PROFILES = ("exp", "step")
@@ -57,6 +58,10 @@ class LTData:
             content hash, class counts). Equal fingerprints mean the same training data.
         train_targets: ``(N,)`` int64 labels of ``train`` in index order (to count classes per shard).
         params: The resolved parameters the dataset was built with.
+        val: Validation split of the dataset's own (e.g. npz ``x_val``/``y_val``), or the share of the test split
+            that :func:`with_validation` moved there; None when there is none.
+        val_targets: ``(M,)`` int64 labels of ``val`` in index order (None when ``val`` is None).
+        test_targets: ``(T,)`` int64 labels of ``test`` in index order (every shipped loader fills it).
     """
 
     name: str
@@ -69,6 +74,9 @@ class LTData:
     fingerprint: str
     train_targets: Tensor
     params: dict[str, Any] = field(default_factory=dict)
+    val: Dataset | None = None
+    val_targets: Tensor | None = None
+    test_targets: Tensor | None = None
 
     def require_all_classes(self) -> None:
         """Raise if some class has no training sample (class-count based losses would divide by zero).
@@ -324,6 +332,9 @@ def make_ltdata(
     input_shape: Sequence[int],
     params: dict[str, Any],
     recipe: dict[str, Any] | None = None,
+    test_targets: np.ndarray | Tensor | None = None,
+    val: Dataset | None = None,
+    val_targets: np.ndarray | Tensor | None = None,
 ) -> LTData:
     """Assemble an :class:`LTData`, counting classes and computing the fingerprint.
 
@@ -338,7 +349,12 @@ def make_ltdata(
         params: Resolved parameters, stored on the result.
         recipe: The params as they enter the fingerprint (paths replaced by :func:`file_digest`);
             defaults to ``params``.
+        test_targets: ``(T,)`` labels of ``test`` in index order.
+        val: The dataset's own validation split, if it has one.
+        val_targets: ``(M,)`` labels of ``val`` in index order (required with ``val``).
     """
+    if (val is None) != (val_targets is None):
+        raise DatasetError("a validation split needs both val and val_targets")
     targets = torch.as_tensor(np.asarray(train_targets), dtype=torch.int64)
     counts = torch.bincount(targets, minlength=num_classes)
     return LTData(
@@ -352,4 +368,94 @@ def make_ltdata(
         fingerprint=fingerprint(name, params if recipe is None else recipe, counts.tolist()),
         train_targets=targets,
         params=dict(params),
+        val=val,
+        val_targets=None if val_targets is None else torch.as_tensor(np.asarray(val_targets), dtype=torch.int64),
+        test_targets=None if test_targets is None else torch.as_tensor(np.asarray(test_targets), dtype=torch.int64),
     )
+
+
+def _targets_of(dataset: Dataset) -> Tensor:
+    """``(N,)`` int64 labels of a dataset in index order (its ``targets`` when it has them, else item by item)."""
+    targets = getattr(dataset, "targets", None)
+    if isinstance(targets, Tensor):
+        return targets.to(torch.int64)
+    return torch.tensor([int(dataset[i][1]) for i in range(len(dataset))], dtype=torch.int64)  # type: ignore[arg-type]
+
+
+def with_validation(data: LTData, fraction: float, seed: int) -> LTData:
+    """The dataset with a validation split: its own when it has one, else a stratified share of its test split.
+
+    Without ``data.val``, a seeded ``fraction`` of each class's test items moves to ``val`` (per class,
+    ``round(fraction * n_c)``, at least one item on each side); the rest stay in ``test``. The training split is
+    untouched. Either way the fingerprint also covers the val/test partition (``val_fraction`` and ``seed``, or the
+    dataset's own split), so equal fingerprints mean the same training, validation and test data.
+
+    Args:
+        data: A loaded dataset.
+        fraction: The share of each class's test items that goes to validation, in (0, 1).
+        seed: Seed of the split (the dataset's seed, so every trial of a job gets the same split).
+
+    Raises:
+        DatasetError: naming ``val_fraction`` when ``fraction`` is outside (0, 1) or a class of the test split has
+            too few items to keep one on each side.
+
+    Example:
+        >>> data = load_dataset("synthetic_lt", num_classes=3, n_max=10, test_per_class=4)
+        >>> split = with_validation(data, 0.5, seed=0)
+        >>> len(split.val), len(split.test), split.val_targets.bincount().tolist()
+        (6, 6, [2, 2, 2])
+    """
+    if data.val is not None:
+        if data.val_targets is None:
+            raise DatasetError(f"dataset {data.name!r}: a validation split without val_targets")
+        recipe = {"base": data.fingerprint, "validation": "own"}
+        return replace(data, fingerprint=_digest(recipe))
+    if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) or not 0 < float(fraction) < 1:
+        raise DatasetError(f"val_fraction must be in (0, 1), got {fraction!r}")
+    fraction = float(fraction)
+    targets = data.test_targets if data.test_targets is not None else _targets_of(data.test)
+    rng = np.random.default_rng(check_int("seed", seed, min_value=0))
+    labels = targets.numpy()
+    val_idx, test_idx, short = [], [], []
+    for c in range(data.num_classes):
+        idx = np.flatnonzero(labels == c)
+        if idx.size == 0:
+            continue  # a class absent from the test split is absent from both
+        n_val = int(round(fraction * idx.size))
+        if n_val < 1 or n_val > idx.size - 1:
+            short.append(f"{c} ({data.class_names[c]!r}: {idx.size} test item(s))")
+            continue
+        idx = rng.permutation(idx)
+        val_idx.append(np.sort(idx[:n_val]))
+        test_idx.append(np.sort(idx[n_val:]))
+    if short:
+        listed = ", ".join(short[:10]) + (f" and {len(short) - 10} more" if len(short) > 10 else "")
+        raise DatasetError(
+            f"val_fraction {fraction:g} leaves no validation or no test item for class(es) {listed}: every class "
+            "needs at least one item on each side; choose another val_fraction or a larger test split"
+        )
+    val_idx_t = torch.from_numpy(np.concatenate(val_idx)) if val_idx else torch.zeros(0, dtype=torch.int64)
+    test_idx_t = torch.from_numpy(np.concatenate(test_idx)) if test_idx else torch.zeros(0, dtype=torch.int64)
+    recipe = {"base": data.fingerprint, "val_fraction": fraction, "val_seed": int(seed)}
+    return replace(
+        data,
+        val=_subset(data.test, val_idx_t),
+        val_targets=targets[val_idx_t],
+        test=_subset(data.test, test_idx_t),
+        test_targets=targets[test_idx_t],
+        fingerprint=_digest(recipe),
+    )
+
+
+def _subset(dataset: Dataset, indices: Tensor) -> Dataset:
+    """Rows ``indices`` of ``dataset``: an :class:`ArrayDataset` stays one, anything else becomes a ``Subset``."""
+    if isinstance(dataset, ArrayDataset):
+        return ArrayDataset(dataset.x[indices], dataset.targets[indices], dataset.transform)
+    from torch.utils.data import Subset
+
+    return Subset(dataset, indices.tolist())
+
+
+def _digest(payload: dict[str, Any]) -> str:
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()

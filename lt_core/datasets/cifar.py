@@ -255,6 +255,7 @@ def _load_cifar_lt(
         class_names=class_names,
         input_shape=(3, 32, 32),
         params=params,
+        test_targets=y_test,
         recipe=recipe,
     )
 

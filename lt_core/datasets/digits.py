@@ -83,4 +83,5 @@ def load_digits_lt(
         class_names=[str(c) for c in range(NUM_CLASSES)],
         input_shape=(64,),
         params=params,
+        test_targets=y[test_idx],
     )

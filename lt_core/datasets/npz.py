@@ -1,4 +1,4 @@
-"""``npz``: a user's ``.npz`` file with ``x_train, y_train, x_test, y_test``, optionally made long-tailed."""
+"""``npz``: a user's ``.npz`` with ``x_train, y_train, x_test, y_test`` (optionally ``x_val, y_val``), long-tailed."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from lt_core.datasets.base import (
 __all__ = ["load_npz"]
 
 ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+VAL_ARRAYS = ("x_val", "y_val")  # optional: the dataset's own validation split
 MAX_CLASSES = 100_000
 
 
@@ -44,8 +45,12 @@ def _read(path: str, blob: bytes) -> dict[str, np.ndarray]:
         missing = [k for k in ARRAYS if k not in loaded.files]
         if missing:
             raise DatasetError(f"{name}: missing array(s) {missing} (found {sorted(loaded.files)})")
+        present_val = [k for k in VAL_ARRAYS if k in loaded.files]
+        if len(present_val) == 1:
+            missing_val = next(k for k in VAL_ARRAYS if k not in present_val)
+            raise DatasetError(f"{name}: has {present_val[0]!r} but not {missing_val!r} (a validation split has both)")
         arrays = {}
-        for k in ARRAYS:
+        for k in (*ARRAYS, *present_val):
             try:
                 arrays[k] = loaded[k]
             except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
@@ -98,6 +103,9 @@ def load_npz(
 ) -> LTData:
     """Load ``x_train, y_train, x_test, y_test`` from an ``.npz`` (read with ``allow_pickle=False``).
 
+    Optional ``x_val, y_val`` are the dataset's own validation split (used as is, never subsampled); without them
+    a job moves a share of the test split to validation (``lt_core.datasets.with_validation``).
+
     Args:
         path: The ``.npz`` file.
         num_classes: ``K``; ``None`` infers ``max label + 1`` over both splits.
@@ -137,15 +145,23 @@ def load_npz(
         )
     y_train = _labels("train", arrays["y_train"], x_train.shape[0])
     y_test = _labels("test", arrays["y_test"], x_test.shape[0])
+    x_val = y_val = None
+    if "x_val" in arrays:
+        x_val = _features("val", arrays["x_val"])
+        if x_val.shape[1:] != x_train.shape[1:]:
+            raise DatasetError(
+                f"x_train samples have shape {x_train.shape[1:]} but x_val samples have shape {x_val.shape[1:]}"
+            )
+        y_val = _labels("val", arrays["y_val"], x_val.shape[0])
 
     k = params["num_classes"]
     if k is None:
         if y_train.size + y_test.size == 0:
             raise DatasetError("cannot infer num_classes: y_train and y_test are empty")
-        k = int(max(y_train.max(initial=0), y_test.max(initial=0))) + 1
+        k = int(max(y_train.max(initial=0), y_test.max(initial=0), -1 if y_val is None else y_val.max(initial=0))) + 1
         if k > MAX_CLASSES:
             raise DatasetError(f"inferred num_classes {k} (max label + 1) exceeds {MAX_CLASSES}")
-    for split, y in (("train", y_train), ("test", y_test)):
+    for split, y in (("train", y_train), ("test", y_test), *((("val", y_val),) if y_val is not None else ())):
         bad = y[(y < 0) | (y >= k)]
         if bad.size:
             raise DatasetError(f"y_{split} has label {int(bad[0])} outside [0, {k}) (num_classes={k})")
@@ -168,6 +184,9 @@ def load_npz(
 
     train = ArrayDataset(torch.from_numpy(np.ascontiguousarray(x_train)), torch.from_numpy(y_train))
     test = ArrayDataset(torch.from_numpy(np.ascontiguousarray(x_test)), torch.from_numpy(y_test))
+    val = None
+    if x_val is not None:
+        val = ArrayDataset(torch.from_numpy(np.ascontiguousarray(x_val)), torch.from_numpy(y_val))
     recipe = {**params, "path": file_digest([params["path"]], [blob])}
     return make_ltdata(
         name="npz",
@@ -179,4 +198,7 @@ def load_npz(
         input_shape=x_train.shape[1:],
         params=params,
         recipe=recipe,
+        test_targets=y_test,
+        val=val,
+        val_targets=y_val,
     )

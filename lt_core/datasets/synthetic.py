@@ -84,4 +84,5 @@ def load_synthetic_lt(
         class_names=[f"class_{c:0{width}d}" for c in range(k)],
         input_shape=(d,),
         params=params,
+        test_targets=y_test,
     )

@@ -16,7 +16,15 @@
   const POLL_MS = 3000;
   const PAGE_SIZE = 50;
   const SHOWN_METRICS = new Set(["balanced_accuracy", "many_shot_accuracy", "medium_shot_accuracy", "few_shot_accuracy"]);
-  const IGNORED_CONFIG_KEYS = new Set(["loss", "branch", "branch_index", "is_control", "sample_index", "trial_id"]);
+  const IGNORED_CONFIG_KEYS = new Set([
+    "loss",
+    "branch",
+    "branch_index",
+    "is_control",
+    "sample_index",
+    "trial_id",
+    "config_id",
+  ]);
 
   // ------------------------------------------------------------------------------------------------------------
   // Small helpers
@@ -62,6 +70,25 @@
     if (!isNum(v)) return "–";
     const s = (v * 100).toFixed(2);
     return `${v > 0 ? "+" : ""}${s} pp`;
+  }
+
+  /** "+5.2 ± 2.3 pp" (points) or "+0.0123 ± 0.0040": a gain and its standard deviation over seeds. */
+  function fmtGain(v, std, asPoints) {
+    if (!isNum(v)) return "–";
+    const scale = asPoints ? 100 : 1;
+    const digits = asPoints ? 1 : 4;
+    const sign = v > 0 ? "+" : "";
+    const spread = isNum(std) ? ` ± ${(std * scale).toFixed(digits)}` : "";
+    return `${sign}${(v * scale).toFixed(digits)}${spread}${asPoints ? " pp" : ""}`;
+  }
+
+  /** "95% CI [+1.1, +9.3]" or "" without an interval (a single seed). */
+  function fmtCi(ci, asPoints) {
+    if (!Array.isArray(ci) || ci.length !== 2 || !isNum(ci[0]) || !isNum(ci[1])) return "";
+    const scale = asPoints ? 100 : 1;
+    const digits = asPoints ? 1 : 4;
+    const one = (x) => `${x > 0 ? "+" : ""}${(x * scale).toFixed(digits)}`;
+    return `95% CI [${one(ci[0])}, ${one(ci[1])}]`;
   }
 
   function fmtSigned(v, digits = 4) {
@@ -690,7 +717,11 @@
               value: b.best_value,
               controlValue: isNum(b.control_value) ? b.control_value : controlValue,
               gain: isNum(b.gain) ? b.gain : null,
-              config: trial ? trial.config : b.best_config || null,
+              gainStd: isNum(b.gain_std) ? b.gain_std : null,
+              ci: Array.isArray(b.gain_ci95) ? b.gain_ci95 : null,
+              significant: b.significant === true,
+              seeds: isNum(b.n_seeds) ? b.n_seeds : null,
+              config: b.config || (trial ? trial.config : b.best_config || null),
             };
           });
       } else {
@@ -714,10 +745,20 @@
           }));
       }
       if (controlBest) {
+        const seeds = trials.filter((t) => t && t.is_control && t.best && t.best.metrics && isNum(t.best.value));
+        // With repeats the control's figures are its mean over seeds, as the branches' are.
+        const metrics = { ...(controlBest.metrics || {}) };
+        if (seeds.length > 1) {
+          for (const key of SHOWN_METRICS) {
+            const values = seeds.map((t) => t.best.metrics[key]);
+            if (values.every(isNum)) metrics[key] = values.reduce((a, b) => a + b, 0) / values.length;
+          }
+        }
         rows.push({
           branch: controlLabel(control),
           trialId: control.trial_id,
-          metrics: controlBest.metrics || {},
+          seeds: seeds.length || null,
+          metrics,
           value: controlBest.value,
           controlValue: null,
           gain: null,
@@ -779,6 +820,9 @@
       const extraMetric = !SHOWN_METRICS.has(metric);
       const asPoints = /accuracy$/.test(metric) && metricMode() === "max";
       const bestId = result.best_trial && result.best_trial.trial_id;
+      const onTest = result.selected_on !== "val";
+      // Figures chosen on the split they report are labelled as such in every column that shows one.
+      const onTestLabel = () => (onTest ? el("div", { class: "ci" }, "selected on test") : null);
       const shown = configKeysToShow(result);
       const body = rows.map((r) => {
         const m = r.metrics || {};
@@ -786,12 +830,24 @@
         if (r.isControl) {
           gainCell = el("td", { class: "num gain-zero" }, "reference");
         } else {
-          const improved = better(r.value, r.controlValue);
-          const worse = isNum(r.controlValue) && isNum(r.value) && better(r.controlValue, r.value);
+          // The gain is signed so that positive is better in the metric's mode (paired with the control by seed).
+          const improved = isNum(r.gain) ? r.gain > 0 : better(r.value, r.controlValue);
+          const worse = isNum(r.gain)
+            ? r.gain < 0
+            : isNum(r.controlValue) && isNum(r.value) && better(r.controlValue, r.value);
           const cls = improved ? "gain-pos" : worse ? "gain-neg" : "gain-zero";
           const label = improved ? "better than control" : worse ? "worse than control" : "same as control";
-          const gain = asPoints ? fmtPoints(r.gain) : fmtSigned(r.gain);
-          gainCell = el("td", { class: `num ${cls}`, title: `${label} (${pretty(metric)})` }, gain);
+          let gain = asPoints ? fmtPoints(r.gain) : fmtSigned(r.gain);
+          if (isNum(r.gainStd) || r.ci) gain = fmtGain(r.gain, r.gainStd, asPoints);
+          const ci = fmtCi(r.ci, asPoints);
+          const sig = r.significant ? " · significant: the 95% CI excludes 0" : "";
+          gainCell = el(
+            "td",
+            { class: `num ${cls}${r.significant ? " significant" : ""}`, title: `${label} (${pretty(metric)})${sig}` },
+            gain,
+            r.significant ? el("span", { class: "sig-mark", title: "the 95% CI excludes 0" }, " ✓") : null,
+            ci ? el("div", { class: "ci" }, ci) : null,
+          );
         }
         const text = configText(r.config, shown);
         return el(
@@ -807,6 +863,7 @@
           el("td", { class: "num" }, fmtPct(m.few_shot_accuracy)),
           extraMetric ? el("td", { class: "num" }, fmtNum(r.value)) : null,
           gainCell,
+          el("td", { class: "num seeds" }, isNum(r.seeds) ? String(r.seeds) : "–"),
           el("td", { class: "config" }, text ? el("code", { title: JSON.stringify(r.config) }, text) : "–"),
         );
       });
@@ -821,20 +878,51 @@
               "tr",
               {},
               el("th", { scope: "col" }, "Branch"),
-              el("th", { scope: "col", class: "num" }, "Balanced acc."),
-              el("th", { scope: "col", class: "num" }, "Many-shot"),
-              el("th", { scope: "col", class: "num" }, "Medium-shot"),
-              el("th", { scope: "col", class: "num" }, "Few-shot"),
+              el("th", { scope: "col", class: "num" }, "Balanced acc.", onTestLabel()),
+              el("th", { scope: "col", class: "num" }, "Many-shot", onTestLabel()),
+              el("th", { scope: "col", class: "num" }, "Medium-shot", onTestLabel()),
+              el("th", { scope: "col", class: "num" }, "Few-shot", onTestLabel()),
               extraMetric ? el("th", { scope: "col", class: "num" }, pretty(metric) || "metric") : null,
-              el("th", { scope: "col", class: "num", title: `Gain in ${pretty(metric)} over the control` }, "Gain vs control"),
+              el(
+                "th",
+                {
+                  scope: "col",
+                  class: "num",
+                  title: `Gain in ${pretty(metric)} over the control: mean ± std of the paired differences by seed`,
+                },
+                "Gain vs control",
+                onTestLabel(),
+              ),
+              el("th", { scope: "col", class: "num", title: "Seeds (repeats) behind the row" }, "Seeds"),
               el("th", { scope: "col" }, "Best config"),
             ),
           ),
           el("tbody", {}, body),
         ),
       );
+      children.push(el("p", { class: "muted", id: "results-selection" }, selectionText(result)));
+      if (rows.some((r) => r.significant)) {
+        children.push(el("p", { class: "muted" }, "✓ the 95% confidence interval of the gain excludes 0."));
+      }
       if (note) children.push(el("p", { class: "muted" }, note));
       sections.results.replaceChildren(...children);
+    }
+
+    /** What every figure of the table was selected on (the results' selected_on; an old result: on test). */
+    function selectionText(result) {
+      const repeats = isNum(result.repeats) ? result.repeats : 1;
+      const seeds = `${repeats} seed${repeats === 1 ? "" : "s"} per config`;
+      if (result.selected_on === "val") {
+        return (
+          `Selected on validation: each trial's epoch, each branch's config (best mean over its seeds) and the best ` +
+          `trial were chosen on the validation split; the test figures shown are only reported (${seeds}). ` +
+          "Gain: mean ± std of the paired differences with the control of the same seed."
+        );
+      }
+      return (
+        `Selected on test: every figure here was chosen on the test split it reports (${seeds}), ` +
+        "as in the published protocol; these figures are optimistic."
+      );
     }
 
     function renderPlotShell() {

@@ -223,6 +223,9 @@ def test_ui_jobs_list_and_job_page(server: tuple[str, str], tmp_path: Path) -> N
             ldam = page.locator('#results-table tr.branch-row[data-branch="ldam-drw"]').inner_text()
             assert "85.3%" in ldam and "+7.05 pp" in ldam, ldam
             assert "best" in ldam  # the best trial is marked
+            # The fixture is a result chosen on test (an older driver's): every figure says so.
+            assert "selected on test" in page.locator("#results-table thead").inner_text()
+            assert page.locator("#results-selection").inner_text().startswith("Selected on test")
 
             # The four plots, each decoded by the browser.
             for kind in PLOT_KINDS:

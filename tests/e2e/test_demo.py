@@ -34,14 +34,18 @@ def test_demo_quick() -> None:
 
     lines = done.stdout.splitlines()
     header = next(line for line in lines if line.startswith("loss "))
-    for column in ("balanced acc", "many", "medium", "few", "gain vs CE", "best config"):
+    for column in ("balanced acc", "many", "medium", "few", "gain vs CE", "95% CI", "seeds", "best config"):
         assert column in header, header
     rows = {line.split()[0]: line for line in lines[lines.index(header) + 2 :] if line and not line.startswith(" ")}
     assert "control" in rows and "ref" in rows["control"]
     for branch in quick_demo_spec()["losses"]:
         label = branch.get("label") or branch["name"]
         assert label in rows, f"no row for {label}:\n{done.stdout}"
-        assert re.search(r"\s[+-]\d+\.\d(\s|$)", rows[label]), rows[label]  # a signed gain in points
+        # a signed gain in points with its spread over the 3 seeds, its 95% CI, and the seed count
+        assert re.search(r"\s[+-]\d+\.\d ± \d+\.\d\s+\[[+-]\d+\.\d, [+-]\d+\.\d\]\s+3(\s|$)", rows[label]), rows[label]
+    assert re.search(r"\s3(\s|$)", rows["control"]), rows["control"]
+    assert any(line.startswith("Selected on validation") for line in lines), done.stdout
+    assert "selected on validation, test only reported, over 3 seeds per config" in done.stdout
 
     url = re.search(r"Full results: (http://127\.0\.0\.1:\d+)/jobs/", done.stdout)
     assert url, done.stdout

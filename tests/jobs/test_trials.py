@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from jobs.results import SELECTION_SCORE
 from jobs.spec import JobSpec
 from jobs.train import METRICS_JSON, TrialContext, global_class_counts, run_trial
 from jobs.tune import plan_trials, run_job
@@ -39,6 +40,12 @@ def test_run_trial_is_plain_pytorch_without_ray():
     assert ckpt is not None and len(full["per_class_accuracy"]) == 10
     assert metrics["balanced_accuracy"] == full["balanced_accuracy"]
     assert all(math.isfinite(h["train_loss"]) for h in history)
+    # Selection on validation (the default): every epoch has val_* metrics of the held-out half of the test split,
+    # and Tune's score is the best validation value so far.
+    assert all(0 <= h["val_balanced_accuracy"] <= 1 and "val_ece" in h for h in history)
+    best_val = max(h["val_balanced_accuracy"] for h in history)
+    assert reports[-1][0][SELECTION_SCORE] == best_val
+    assert reports[0][0][SELECTION_SCORE] == history[0]["val_balanced_accuracy"]
 
 
 def _probe_loop(config):
@@ -99,6 +106,9 @@ def test_two_worker_ddp_trial_all_reduces_counts_and_builds_the_loss_from_them(r
     metrics = json.loads(result.metrics[METRICS_JSON])
     assert metrics["epoch"] == 2 and len(metrics["per_class_accuracy"]) == 10
     assert result.checkpoint is not None
+    # Each worker evaluates a shard of the validation split too (its summable state all-reduced, as for test).
+    assert 0 <= metrics["val_balanced_accuracy"] <= 1 and "val_ece" in metrics
+    assert result.metrics[SELECTION_SCORE] == max(metrics["val_balanced_accuracy"], result.metrics[SELECTION_SCORE])
 
 
 @pytest.mark.ray
@@ -116,10 +126,22 @@ def test_small_search_over_two_branches_returns_a_complete_result(ray_session, t
         assert set(t["final"]) >= {"many_shot_accuracy", "medium_shot_accuracy", "few_shot_accuracy", "ece"}
         assert t["checkpoint_path"]
     control = next(t for t in trials if t["is_control"])
+    for t in trials:  # selected on validation: the epoch with the best val metric, reported with its test metric
+        val = [h["val_balanced_accuracy"] for h in t["history"]]
+        epoch = val.index(max(val)) + 1
+        assert t["selected"]["epoch"] == t["best"]["epoch"] == epoch and t["seed"] == 0
+        assert (
+            t["best"]["value"]
+            == t["selected"]["test"]["balanced_accuracy"]
+            == t["history"][epoch - 1]["balanced_accuracy"]
+        )
     for b in result["branches"]:
         assert math.isclose(b["gain"], b["best_value"] - control["best"]["value"])
-    assert result["best_trial"]["value"] == max(t["best"]["value"] for t in trials)
+        assert b["n_seeds"] == 1 and b["gain_ci95"] is None and b["config_id"] == f"{b['branch']}/0"
+    best = max(trials, key=lambda t: t["selected"]["val"]["balanced_accuracy"])
+    assert result["best_trial"]["trial_id"] == best["trial_id"] and result["selected_on"] == "val"
     assert result["dataset"]["fingerprint"] and sum(result["dataset"]["class_counts"]) > 0
+    assert result["dataset"]["val_size"] == result["dataset"]["test_size"] == 250  # 50 per class, halved
     kinds = [e["type"] for e in events]
     assert kinds.count("trial_started") == 3 and kinds.count("trial_finished") == 3 and kinds.count("epoch") == 6
 
@@ -136,16 +158,26 @@ def test_tpe_with_asha_keeps_the_control_and_respects_the_grace_period(ray_sessi
             "grace_period": 1,
             "reduction_factor": 2,
             "max_concurrent_trials": 2,
+            "repeats": 2,
         },
     )
     result = run_job(spec, storage_path=tmp_path)
     trials = result["trials"]
-    assert len(trials) == spec.trial_count() == 3
-    control = next(t for t in trials if t["is_control"])
-    assert control["status"] == "succeeded" and len(control["history"]) == 3
+    assert len(trials) == spec.trial_count() == 6  # (2 configs + the control) x 2 seeds
+    controls = [t for t in trials if t["is_control"]]
+    assert [t["seed"] for t in sorted(controls, key=lambda t: t["seed"])] == [0, 1]
+    assert all(t["status"] == "succeeded" and len(t["history"]) == 3 for t in controls)
+    by_config: dict[str, list] = {}
     for t in trials:
         assert len(t["history"]) >= 2  # grace = IB start (1) + 1: nobody is stopped before re-balancing runs
         assert t["status"] in ("succeeded", "stopped")
+        by_config.setdefault(t["config_id"], []).append(t)
+    # TPE's suggestions run once per seed: each config id has seeds 0 and 1 and one set of parameters
+    assert len(by_config) == 3 and all(sorted(t["seed"] for t in ts) == [0, 1] for ts in by_config.values())
+    for ts in by_config.values():
+        assert len({json.dumps({k: v for k, v in t["config"].items() if k != "seed"}) for t in ts}) == 1
+    for b in result["branches"]:
+        assert b["n_seeds"] == 2 and b["n_pairs"] == 2 and b["gain_ci95"] is not None
 
 
 def _crash_once_after_first_report(config, api, entry):
@@ -257,8 +289,13 @@ def test_cached_dataset_loads_once_per_process_and_reloads_a_changed_file(tmp_pa
 
     def write(n: int) -> None:
         y = np.repeat(np.arange(3), [n, 4, 2])
-        np.savez(path, x_train=rng.normal(size=(len(y), 5)).astype(np.float32), y_train=y,
-                 x_test=rng.normal(size=(6, 5)).astype(np.float32), y_test=np.repeat(np.arange(3), 2))
+        np.savez(
+            path,
+            x_train=rng.normal(size=(len(y), 5)).astype(np.float32),
+            y_train=y,
+            x_test=rng.normal(size=(6, 5)).astype(np.float32),
+            y_test=np.repeat(np.arange(3), 2),
+        )
 
     write(8)
     first = cached_dataset({"name": "npz", "path": str(path)})

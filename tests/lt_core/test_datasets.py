@@ -100,6 +100,7 @@ def test_all_exports():
             "load_dataset",
             "long_tailed_counts",
             "register_dataset",
+            "with_validation",
         ]
     )
     assert issubclass(DatasetError, ValueError)
@@ -298,7 +299,11 @@ def write_fake_cifar10(folder: Path, per_class: int = 12, test_per_class: int = 
     test_labels = np.repeat(np.arange(10), test_per_class)
     _dump(
         folder / "test_batch",
-        {b"batch_label": b"testing batch 1 of 1", b"labels": test_labels.tolist(), b"data": _images(rng, 30)},
+        {
+            b"batch_label": b"testing batch 1 of 1",
+            b"labels": test_labels.tolist(),
+            b"data": _images(rng, test_labels.size),
+        },
         protocol,
     )
     names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
@@ -613,3 +618,96 @@ def test_npz_bad_params(tmp_path, params, match):
     path = _save_npz(tmp_path / "d.npz")
     with pytest.raises(DatasetError, match=match):
         load_dataset("npz", path=path, **params)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# with_validation: a stratified, seeded share of the test split becomes the validation split
+
+
+def _rows(dataset) -> set[bytes]:
+    return {dataset[i][0].numpy().tobytes() for i in range(len(dataset))}
+
+
+def test_every_loader_fills_test_targets(tmp_path):
+    for data in (
+        load_dataset("digits_lt"),
+        load_dataset("synthetic_lt", num_classes=4, n_max=20),
+        load_dataset("npz", path=_save_npz(tmp_path / "d.npz")),
+        load_dataset("cifar10_lt", path=str(write_fake_cifar10(tmp_path / "c10")), augment=False),
+    ):
+        assert data.test_targets is not None and data.test_targets.dtype == torch.int64
+        assert data.test_targets.tolist() == [int(data.test[i][1]) for i in range(len(data.test))]
+        assert data.val is None and data.val_targets is None
+
+
+def test_with_validation_is_disjoint_stratified_seeded_and_keeps_train():
+    data = load_dataset("digits_lt", imbalance_factor=50, test_per_class=50, seed=3)
+    split = ds.with_validation(data, 0.5, seed=3)
+    assert split.train is data.train and torch.equal(split.class_counts, data.class_counts)
+    assert split.val_targets.bincount(minlength=10).tolist() == [25] * 10
+    assert split.test_targets.bincount(minlength=10).tolist() == [25] * 10
+    assert split.test_targets.tolist() == [int(split.test[i][1]) for i in range(len(split.test))]
+    assert split.val_targets.tolist() == [int(split.val[i][1]) for i in range(len(split.val))]
+    val_rows, test_rows = _rows(split.val), _rows(split.test)
+    assert not val_rows & test_rows and val_rows | test_rows == _rows(data.test)
+    again = ds.with_validation(data, 0.5, seed=3)
+    assert again.fingerprint == split.fingerprint and torch.equal(again.val.x, split.val.x)
+    other = ds.with_validation(data, 0.5, seed=4)
+    assert other.fingerprint != split.fingerprint and not torch.equal(other.val.x, split.val.x)
+    assert ds.with_validation(data, 0.3, seed=3).fingerprint != split.fingerprint != data.fingerprint
+    assert ds.with_validation(data, 0.3, seed=3).val_targets.bincount().tolist() == [15] * 10
+
+
+def test_with_validation_keeps_cifar_lt_published_totals(tmp_path):
+    # CIFAR-10-LT at IF 100 trains on 12406 images (Cao et al. 2019); the split touches only the test images.
+    rng = np.random.default_rng(0)
+    path = _save_npz(
+        tmp_path / "cifar_like.npz",
+        x_train=rng.standard_normal((50_000, 1)).astype(np.float32),
+        y_train=np.repeat(np.arange(10), 5000),
+        x_test=rng.standard_normal((10_000, 1)).astype(np.float32),
+        y_test=np.repeat(np.arange(10), 1000),
+    )
+    data = load_dataset("npz", path=path, imbalance_factor=100)
+    split = ds.with_validation(data, 0.5, seed=0)
+    assert len(split.train) == int(split.class_counts.sum()) == 12406
+    assert split.class_counts.tolist() == long_tailed_counts(5000, 10, 100)
+    assert len(split.val) == len(split.test) == 5000
+    # The CIFAR loader itself: same training split, disjoint stratified val/test.
+    folder = write_fake_cifar10(tmp_path / "cifar-10-batches-py", test_per_class=4)
+    cifar = load_dataset("cifar10_lt", path=str(folder), imbalance_factor=10, augment=False)
+    cifar_split = ds.with_validation(cifar, 0.25, seed=0)
+    assert cifar_split.train is cifar.train
+    assert cifar_split.val_targets.bincount(minlength=10).tolist() == [1] * 10
+    assert cifar_split.test_targets.bincount(minlength=10).tolist() == [3] * 10
+
+
+def test_with_validation_refuses_a_split_without_one_item_per_side():
+    data = load_dataset("synthetic_lt", num_classes=3, n_max=10, test_per_class=2)
+    assert ds.with_validation(data, 0.5, seed=0).val_targets.tolist() == [0, 1, 2]
+    for fraction in (0.1, 0.9):  # round(0.2) = 0 and round(1.8) = 2 leave a side empty
+        with pytest.raises(DatasetError, match=r"val_fraction .* class\(es\) 0 \('class_0': 2 test item"):
+            ds.with_validation(data, fraction, seed=0)
+    for fraction in (0.0, 1.0, -0.5, True):
+        with pytest.raises(DatasetError, match="val_fraction must be in"):
+            ds.with_validation(data, fraction, seed=0)
+
+
+def test_npz_with_its_own_validation_split(tmp_path):
+    rng = np.random.default_rng(2)
+    path = _save_npz(tmp_path / "v.npz", x_val=rng.standard_normal((6, 3)), y_val=np.array([0, 1, 2, 3, 0, 1]))
+    data = load_dataset("npz", path=path)
+    assert data.val_targets.tolist() == [0, 1, 2, 3, 0, 1] and len(data.val) == 6
+    split = ds.with_validation(data, 0.5, seed=0)
+    assert split.val is data.val and split.test is data.test  # its own split is used as is
+    assert len(split.test) == 8 and split.train is data.train
+    assert split.fingerprint != data.fingerprint  # the fingerprint says the partition is the dataset's own
+    changed = _save_npz(tmp_path / "w.npz", x_val=rng.standard_normal((6, 3)), y_val=np.array([0, 1, 2, 3, 0, 1]))
+    assert load_dataset("npz", path=changed).fingerprint != data.fingerprint
+    for arrays, match in (
+        ({"x_val": np.zeros((2, 3))}, "has 'x_val' but not 'y_val'"),
+        ({"x_val": np.zeros((2, 4)), "y_val": np.zeros(2, np.int64)}, r"x_val samples have shape \(4,\)"),
+        ({"x_val": np.zeros((2, 3)), "y_val": np.array([0, 9])}, r"y_val has label 9 outside \[0, 4\)"),
+    ):
+        with pytest.raises(DatasetError, match=match):
+            load_dataset("npz", path=_save_npz(tmp_path / "bad.npz", **arrays), num_classes=4)

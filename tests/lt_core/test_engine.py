@@ -113,3 +113,24 @@ def test_bad_config_is_refused():
         FitConfig(loss="nope")
     with pytest.raises(ValueError, match="optimizer"):
         FitConfig(optimizer="rmsprop")
+
+
+def test_fit_reports_validation_metrics_of_the_validation_split(digits):
+    from lt_core.datasets import with_validation
+    from lt_core.engine import evaluate
+
+    split = with_validation(digits, 0.4, seed=0)
+    cfg = FitConfig(model_params={"hidden_sizes": [32]}, epochs=2, batch_size=64, lr=0.1)
+    history = fit(cfg, split)
+    scalar_keys = {"accuracy", "balanced_accuracy", "many_shot_accuracy", "few_shot_accuracy", "nll", "ece"}
+    assert all(f"val_{k}" in h and k in h for h in history for k in scalar_keys)
+    assert history[-1]["val_balanced_accuracy"] != history[-1]["balanced_accuracy"]  # two different splits
+    plain = fit(cfg, digits)
+    assert "val_accuracy" not in plain[-1]
+    # Seeded: the validation figures repeat exactly.
+    refit = fit(cfg, with_validation(digits, 0.4, seed=0))
+    assert refit[-1]["val_accuracy"] == history[-1]["val_accuracy"]
+    # The validation evaluation covers exactly the validation items.
+    model = create_model("mlp", 10, (64,), hidden_sizes=[32])
+    acc = evaluate(model, torch.utils.data.DataLoader(split.val, batch_size=512), 10)
+    assert int(acc.confusion.sum()) == len(split.val) == int(split.val_targets.numel())

@@ -279,14 +279,16 @@ def test_installed_console_script(server: LiveServer) -> None:
 def test_demo_spec_is_the_example_file() -> None:
     example = yaml.safe_load((ROOT / "examples" / "digits-demo.yaml").read_text())
     assert JobSpec.model_validate(DEMO_SPEC) == JobSpec.model_validate(example)
-    assert JobSpec.model_validate(DEMO_SPEC).trial_count() == 11
+    demo = JobSpec.model_validate(DEMO_SPEC)
+    assert demo.trial_count() == 33 and demo.tune.repeats == 3  # 10 configs + the control, 3 seeds each
+    assert demo.evaluation.selection == "val"
 
 
 def test_quick_demo_spec_is_a_smaller_search() -> None:
     quick = JobSpec.model_validate(quick_demo_spec())
     full = JobSpec.model_validate(DEMO_SPEC)
     assert {b.key for b in quick.losses} < {b.key for b in full.losses} and len(quick.losses) == 4
-    assert quick.trial_count() == 5 and quick.train.epochs < full.train.epochs
+    assert quick.trial_count() == 15 and quick.train.epochs < full.train.epochs  # 5 configs x 3 seeds
 
 
 def test_format_config() -> None:
@@ -332,3 +334,53 @@ def test_unreachable_database_at_start_is_one_clear_error(tmp_path, entry) -> No
     assert done.returncode == 1, done.stderr
     assert "cannot open the job store at postgresql+psycopg://svc:***@127.0.0.1" in done.stderr
     assert "s3cret" not in done.stderr and "Traceback" not in done.stderr
+
+
+def _finish_with_repeats(server: LiveServer, **evaluation: Any) -> tuple[str, dict[str, Any]]:
+    from jobs.results import ResultCollector
+    from tests.service.test_client import _repeats_events
+
+    overrides: dict[str, Any] = {"tune": {"repeats": 2}, "train": {"epochs": 3}}
+    if evaluation:
+        overrides["evaluation"] = evaluation
+    job_id = submit(server, **overrides)
+    spec = JobSpec.model_validate(tiny_spec(**overrides))
+    collector = ResultCollector(spec, {"name": "digits_lt"})
+    for e in _repeats_events():
+        collector.apply(e)
+    result = collector.result()
+    server.finish(job_id, result)
+    return job_id, result
+
+
+def test_results_table_shows_the_gain_with_its_spread_ci_seeds_and_significance(server: LiveServer, capsys) -> None:
+    job_id, result = _finish_with_repeats(server)
+    code, out, _ = run(capsys, "--url", server.url, "results", job_id)
+    assert code == 0
+    lines = out.splitlines()
+    for column in ("gain vs CE (pts)", "95% CI", "seeds", "best config"):
+        assert column in lines[0]
+    focal = next(b for b in result["branches"] if b["branch"] == "focal")
+    lo, hi = focal["gain_ci95"]
+    row = next(line for line in lines if line.startswith("focal"))
+    assert f"+{100 * focal['gain']:.1f} ± {100 * focal['gain_std']:.1f}" in row  # "+9.5 ± 2.1"
+    assert f"[{100 * lo:+.1f}, {100 * hi:+.1f}]" in row and " 2 " in row
+    assert row.startswith("focal !") is focal["significant"]  # significant rows are marked
+    ldam = next(b for b in result["branches"] if b["branch"] == "ldam")
+    assert next(line for line in lines if line.startswith("ldam")).startswith("ldam !") is ldam["significant"]
+    control = next(line for line in lines if line.startswith("control (ce)"))
+    assert "ref" in control and " 2 " in control
+    assert any(line.startswith("Selected on validation") for line in lines)
+    assert "seed" not in next(line for line in lines if line.startswith("focal")).split("  ")[-1]  # config only
+    code, out, _ = run(capsys, "--url", server.url, "results", job_id, "--csv")
+    rows = {r["branch"]: r for r in csv.DictReader(io.StringIO(out))}
+    assert float(rows["focal"]["gain_ci95_lo"]) == pytest.approx(lo) and rows["focal"]["n_seeds"] == "2"
+
+
+def test_results_selected_on_test_are_labelled(server: LiveServer, capsys) -> None:
+    job_id, result = _finish_with_repeats(server, selection="test")
+    assert result["selected_on"] == "test"
+    code, out, _ = run(capsys, "--url", server.url, "results", job_id)
+    assert code == 0
+    assert "[sel. on test]" in out.splitlines()[0] and "(selected on test)" in out
+    assert any(line.startswith("Selected on test") for line in out.splitlines())

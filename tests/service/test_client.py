@@ -447,3 +447,100 @@ def test_async_client(live: LiveServer) -> None:
                 await c.wait((await c.submit(tiny_spec(name="third"))).id, timeout=0.3)
 
     asyncio.run(scenario())
+
+
+# -- the JobResult model end to end ------------------------------------------------------------------------------
+def _repeats_events() -> list[dict[str, Any]]:
+    """The events of a 2-seed job (control + focal + ldam), with validation and test metrics."""
+    events: list[dict[str, Any]] = []
+    rows = [("control", -1, "control/0", 0.50), ("focal", 0, "focal/0", 0.58), ("ldam", 1, "ldam/0", 0.61)]
+    for seed in (0, 1):
+        for branch, index, config_id, base in rows:
+            tid = f"{branch}-{seed}"
+            config = {"loss.gamma": 2.0, "config_id": config_id, "seed": seed}
+            events.append(
+                {
+                    "type": "trial_started",
+                    "trial_id": tid,
+                    "branch": branch,
+                    "branch_index": index,
+                    "is_control": branch == "control",
+                    "config": config,
+                    "config_id": config_id,
+                    "seed": seed,
+                }
+            )
+            for epoch, (dv, dt) in enumerate([(0.00, 0.00), (0.05, 0.01), (0.02, 0.06)], 1):
+                test = round(base + dt + 0.03 * seed * (1 + index), 4)  # the control is the same on both seeds
+                metrics = {
+                    "epoch": epoch,
+                    "balanced_accuracy": test,
+                    "accuracy": test,
+                    "val_balanced_accuracy": round(base + dv, 4),
+                    "val_accuracy": round(base + dv, 4),
+                    "per_class_accuracy": [test, test],
+                }
+                events.append({"type": "epoch", "trial_id": tid, "epoch": epoch, "metrics": metrics})
+            events.append({"type": "trial_finished", "trial_id": tid, "status": "succeeded", "error": None})
+    for i, e in enumerate(events, 1):
+        e.update(seq=i, time=1000.0 + i)
+    return events
+
+
+def test_the_job_result_round_trips_through_the_store_the_rest_payload_and_the_client(
+    live: LiveServer, client: Client
+) -> None:
+    from jobs.results import JobResult, ResultCollector
+    from service.schemas import JobResults
+
+    body = tiny_spec(tune={"repeats": 2}, train={"epochs": 3})
+    job = client.submit(body)
+    spec = job.job_spec
+    events = _repeats_events()
+    collector = ResultCollector(spec, {"name": "digits_lt", "fingerprint": "f" * 64})
+    for e in events:
+        collector.apply(e)
+    expected = collector.result()
+    for t in expected["trials"]:  # the epoch selected on validation: epoch 2 (val +0.05), not 3 (test +0.06)
+        assert t["selected"]["epoch"] == 2
+    focal = expected["branches"][0]
+    assert (
+        focal["n_seeds"] == 2 and focal["gain"] == pytest.approx((0.08 + 0.11) / 2) and focal["gain_ci95"] is not None
+    )
+
+    # While running: the partial result is computed from the stored epochs exactly as the driver computes it.
+    live.send(job.id, events)
+    partial = client.results(job.id)
+    assert not partial.complete and partial.dataset is None
+    assert partial.raw["branches"] == expected["branches"]
+    for mine, theirs in zip(
+        sorted(partial.raw["trials"], key=lambda t: t["trial_id"]),
+        sorted(expected["trials"], key=lambda t: t["trial_id"]),
+        strict=True,
+    ):
+        assert {k: v for k, v in mine.items() if k != "checkpoint_path"} == {
+            k: v for k, v in theirs.items() if k != "checkpoint_path"
+        }
+    assert partial.raw["best_trial"] == expected["best_trial"] and partial.selected_on == "val"
+    # the store's progress chose its best on validation too
+    assert client.get(job.id).progress.best.value == pytest.approx(expected["best_trial"]["selection_value"])
+
+    # Finished: the driver's JobResult is stored, served and read back unchanged.
+    live.send(job.id, [{"seq": len(events) + 1, "type": "job_finished", "result": expected, "time": 2000.0}])
+    results = client.results(job.id)
+    assert results.complete and results.raw == {"job_id": job.id, "status": "succeeded", "complete": True, **expected}
+    assert isinstance(results, JobResults) and JobResult.model_validate(expected) == JobResult.model_validate(
+        {k: v for k, v in results.raw.items() if k not in ("job_id", "status", "complete")}
+    )
+    assert results.branches[0].gain_ci95 == tuple(focal["gain_ci95"]) and results.repeats == 2
+    rows = results.rows()
+    assert rows[0]["is_control"] and rows[0]["n_seeds"] == 2
+    assert rows[1]["n_seeds"] == 2 and rows[1]["gain_std"] == pytest.approx(focal["gain_std"])
+
+    # The model is published: /openapi.json describes the result's fields.
+    schema = client._http.get("/openapi.json").json()["components"]["schemas"]
+    assert {"gain", "gain_std", "gain_ci95", "significant", "n_seeds", "config_id"} <= set(
+        schema["BranchResult"]["properties"]
+    )
+    assert {"seed", "config_id", "selected"} <= set(schema["TrialResult"]["properties"])
+    assert {"selected_on", "repeats"} <= set(schema["JobResults"]["properties"])

@@ -304,7 +304,9 @@ def test_driver_events_drive_progress(api: Api) -> None:
     assert r.json() == {"accepted": 7, "duplicates": 0}
     progress = api.client.get(f"/jobs/{job_id}").json()["progress"]
     assert progress["trials_done"] == 1 and progress["trials_running"] == 1 and progress["epochs_reported"] == 4
-    assert progress["best"] == {"trial_id": "c", "branch": "ce", "epoch": 3, "value": pytest.approx(0.3)}
+    # The best so far is chosen on validation (selection "val", the default): its value is the validation metric's.
+    assert progress["metric"] == "val_balanced_accuracy"
+    assert progress["best"] == {"trial_id": "c", "branch": "ce", "epoch": 3, "value": pytest.approx(0.28)}
 
 
 def test_duplicate_events_are_ignored(api: Api) -> None:
@@ -589,3 +591,40 @@ def test_driver_state_failed_marks_job_failed_with_log_tail(api: Api) -> None:
     job = api.client.get(f"/jobs/{job_id}").json()
     assert job["status"] == "failed" and "exit code 1" in job["error"] and "MemoryError: out of memory" in job["error"]
     assert "MemoryError" in api.client.get(f"/jobs/{job_id}/logs").text
+
+
+# -- impossible evaluation settings ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("overrides", "loc"),
+    [
+        ({"dataset": {"name": "digits_lt", "test_per_class": 1}}, "evaluation.val_fraction"),
+        ({"evaluation": {"val_fraction": 0}}, "evaluation.val_fraction"),
+        ({"evaluation": {"epoch": "first"}}, "evaluation.epoch"),
+        ({"tune": {"repeats": 21}}, "tune.repeats"),
+        ({"tune": {"repeats": 0}}, "tune.repeats"),
+    ],
+)
+def test_impossible_evaluation_settings_are_a_422_naming_the_field(api: Api, overrides: dict, loc: str) -> None:
+    r = api.client.post("/jobs", json=tiny_spec(**overrides))
+    assert r.status_code == 422, r.text
+    assert loc in error_locs(r), r.json()
+
+
+def test_an_npz_too_small_for_a_validation_split_is_a_422(api: Api, settings) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    arrays = {"x_train": rng.normal(size=(12, 3)), "y_train": np.repeat(np.arange(3), 4)}
+    np.savez(settings.data_root / "thin.npz", **arrays, x_test=rng.normal(size=(4, 3)), y_test=np.array([0, 1, 2, 2]))
+    r = api.client.post("/jobs", json=npz_spec("thin.npz"))
+    assert r.status_code == 422 and error_locs(r) == ["evaluation.val_fraction"]
+    assert "class 0 (1 test item(s)), class 1 (1 test item(s))" in r.text
+    # chosen on test, or with a validation split of its own, the same file is fine
+    assert (
+        api.client.post("/jobs", json=npz_spec("thin.npz") | {"evaluation": {"selection": "test"}}).status_code == 201
+    )
+    own = {"x_val": rng.normal(size=(3, 3)), "y_val": np.arange(3)}
+    np.savez(
+        settings.data_root / "own.npz", **arrays, x_test=rng.normal(size=(4, 3)), y_test=np.array([0, 1, 2, 2]), **own
+    )
+    assert api.client.post("/jobs", json=npz_spec("own.npz")).status_code == 201

@@ -182,3 +182,27 @@ def test_render_all(stored: dict, tmp_path: Path) -> None:
         assert p.read_bytes().startswith(PNG_SIGNATURE)
     svgs = render_all(stored, tmp_path / "svg", fmt="svg")
     assert sorted(p.name for p in svgs) == sorted(f"{kind}.svg" for kind in PLOT_KINDS)
+
+
+def test_curves_show_validation_beside_test_and_the_selected_epoch(result: dict) -> None:
+    from service import plots
+
+    plain = plots._figure("curves", result)
+    assert not [ln for ln in plain.axes[0].get_lines() if ln.get_linestyle() == ":"]
+    for t in result["trials"]:
+        for h in t["history"]:
+            h["val_balanced_accuracy"] = h["balanced_accuracy"] - 0.03
+    best = next(t for t in result["trials"] if t["trial_id"] == result["best_trial"]["trial_id"])
+    best["selected"] = {"epoch": best["best"]["epoch"], "val": {}, "test": {}}
+    result["selected_on"] = "val"
+    fig = plots._figure("curves", result)
+    ax = fig.axes[0]
+    dotted = [ln for ln in ax.get_lines() if ln.get_linestyle() == ":"]
+    assert len(dotted) == len(result["trials"])  # one validation curve per trial
+    assert list(dotted[-1].get_ydata()) == [h["val_balanced_accuracy"] for h in best["history"]]  # best drawn last
+    stars = [ln for ln in ax.get_lines() if ln.get_marker() == "*"]
+    assert len(stars) == 1 and list(stars[0].get_xdata()) == [best["selected"]["epoch"]]
+    legend = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert "validation" in legend and "selected epoch (on validation)" in legend
+    assert "validation (dotted)" in ax.get_title()
+    assert render_plot("curves", result).startswith(PNG_SIGNATURE)
