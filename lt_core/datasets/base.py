@@ -57,6 +57,9 @@ class LTData:
             content hash, class counts). Equal fingerprints mean the same training data.
         train_targets: ``(N,)`` int64 labels of ``train`` in index order (to count classes per shard).
         params: The resolved parameters the dataset was built with.
+        val: The dataset's own validation split when it has one (same item format), else None.
+        val_targets: ``(N_val,)`` int64 labels of ``val`` in index order, when ``val`` is set.
+        test_targets: ``(N_test,)`` int64 labels of ``test`` in index order (None for loaders that do not fill it).
     """
 
     name: str
@@ -69,6 +72,9 @@ class LTData:
     fingerprint: str
     train_targets: Tensor
     params: dict[str, Any] = field(default_factory=dict)
+    val: Dataset | None = None
+    val_targets: Tensor | None = None
+    test_targets: Tensor | None = None
 
     def require_all_classes(self) -> None:
         """Raise if some class has no training sample (class-count based losses would divide by zero).
@@ -324,6 +330,9 @@ def make_ltdata(
     input_shape: Sequence[int],
     params: dict[str, Any],
     recipe: dict[str, Any] | None = None,
+    val: Dataset | None = None,
+    val_targets: np.ndarray | Tensor | None = None,
+    test_targets: np.ndarray | Tensor | None = None,
 ) -> LTData:
     """Assemble an :class:`LTData`, counting classes and computing the fingerprint.
 
@@ -338,7 +347,16 @@ def make_ltdata(
         params: Resolved parameters, stored on the result.
         recipe: The params as they enter the fingerprint (paths replaced by :func:`file_digest`);
             defaults to ``params``.
+        val: The dataset's own validation split, if any.
+        val_targets: ``(N_val,)`` labels of ``val`` in index order (required with ``val``).
+        test_targets: ``(N_test,)`` labels of ``test`` in index order.
     """
+
+    def labels(values: np.ndarray | Tensor | None) -> Tensor | None:
+        return None if values is None else torch.as_tensor(np.asarray(values), dtype=torch.int64)
+
+    if (val is None) != (val_targets is None):
+        raise ValueError("val and val_targets go together")
     targets = torch.as_tensor(np.asarray(train_targets), dtype=torch.int64)
     counts = torch.bincount(targets, minlength=num_classes)
     return LTData(
@@ -352,4 +370,7 @@ def make_ltdata(
         fingerprint=fingerprint(name, params if recipe is None else recipe, counts.tolist()),
         train_targets=targets,
         params=dict(params),
+        val=val,
+        val_targets=labels(val_targets),
+        test_targets=labels(test_targets),
     )
