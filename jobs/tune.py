@@ -49,7 +49,16 @@ logger = logging.getLogger(__name__)
 
 EventSink = Callable[[dict[str, Any]], None]
 TRAIN_SEARCHABLE = ("batch_size", "optimizer", "lr", "momentum", "weight_decay")
-TRAIN_FIXED = ("epochs", "schedule", "milestones", "lr_decay", "warmup_epochs", "seed")
+TRAIN_FIXED = (
+    "epochs",
+    "schedule",
+    "milestones",
+    "lr_decay",
+    "warmup_epochs",
+    "seed",
+    "precision",
+    "loader_workers",
+)
 
 
 # --------------------------------------------------------------------------------------------------------------
