@@ -24,6 +24,7 @@ callback number them 1-based (``epoch`` = epochs completed), like Ray Tune's ``t
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -286,9 +287,10 @@ def eval_batch_size(dataset: Any, cfg: FitConfig) -> int:
 
 def autocast(device: torch.device | str, precision: str = "fp32") -> Any:
     """``torch.autocast`` for ``precision`` on ``device`` (disabled for ``"fp32"``)."""
-    device = torch.device(device)
     dtype = PRECISIONS[precision]
-    return torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
 
 
 def make_grad_scaler(precision: str, device: torch.device | str) -> torch.amp.GradScaler | None:
