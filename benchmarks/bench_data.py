@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -74,18 +73,29 @@ def loader_throughput(root: Path, workers: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def _status(field: str) -> float:
+    """A ``/proc/self/status`` memory field (``VmRSS``, ``VmHWM``) in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise KeyError(field)
+
+
 def rss_child(root: str, n: int) -> None:
-    """In a fresh process: list ``root`` and read the first ``n`` images once; print the peak RSS (MiB) as JSON."""
+    """In a fresh process: list ``root`` and read the first ``n`` images once; print RSS figures (MiB) as JSON.
+
+    The peak (``VmHWM``) is reset after the listing (``/proc/self/clear_refs``), so imports do not mask it.
+    """
     from torch.utils.data import Subset
 
     data = load(Path(root))
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     subset = Subset(data.train, range(min(n, len(data.train))))
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak RSS to the current RSS
+    listed = _status("VmRSS")
     seen = 0
     for x, _ in DataLoader(subset, batch_size=256, num_workers=0):
-        seen += x.shape[0]
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"images": seen, "rss_after_listing_mib": before, "peak_rss_mib": peak}))
+        seen += data.train.batch_transform(x).shape[0]
+    print(json.dumps({"images": seen, "rss_after_listing_mib": listed, "peak_rss_mib": _status("VmHWM")}))
 
 
 def peak_rss(root: Path, n: int) -> dict:
