@@ -241,3 +241,12 @@ def test_tabular_unknown_test_label_and_bad_extension(tmp_path: Path):
     (tmp_path / "c.json").write_text("{}")
     with pytest.raises(DatasetError, match=r"must be a .csv or .parquet file"):
         load_dataset("tabular", train=str(tmp_path / "c.json"), test=test, label="y")
+
+
+def test_tabular_parquet_without_the_label_column_names_the_file(tmp_path: Path):
+    path = write_table(tmp_path / "rows.parquet", {"f": [1.0, 2.0], "target": [0, 1]})
+    with pytest.raises(DatasetError, match=r"rows.parquet: no column 'label' \(columns: \['f', 'target'\]\)"):
+        load_dataset("tabular", train=path, test=path)
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(DatasetError, match=r"broken.parquet: cannot read as parquet"):
+        load_dataset("tabular", train=str(tmp_path / "broken.parquet"), test=path)
