@@ -186,11 +186,14 @@ def run_trial(trial: dict[str, Any], dataset: dict[str, Any], ctx: TrialContext 
     model: nn.Module = create_model(cfg.model, data.num_classes, data.input_shape, **cfg.model_params)
     model = ctx.prepare_model(model) if ctx.prepare_model else model.to(ctx.device)  # [ray 1] DDP + device
     optimizer = build_optimizer(model, cfg)
+    scaler = make_grad_scaler(cfg.precision, ctx.device)  # fp16 only; its loss scale is checkpointed
     history: list[dict[str, Any]] = []
     start = 0
     if ctx.resume_dir is not None:  # worker restart: continue from the last reported checkpoint
         state = load_checkpoint(Path(ctx.resume_dir) / CHECKPOINT_FILE, model, optimizer)
         start, history = int(state["epoch"]), list(state["history"])
+        if scaler is not None and (state.get("extra") or {}).get("grad_scaler"):
+            scaler.load_state_dict(state["extra"]["grad_scaler"])
 
     train_set, sampler = train_shard(data, ctx.rank, ctx.world_size, cfg.seed)
     # pinned memory on CUDA; worker processes for per-item work (see lt_core.engine.loader_options)
@@ -203,7 +206,6 @@ def run_trial(trial: dict[str, Any], dataset: dict[str, Any], ctx: TrialContext 
         test_shard, batch_size=eval_batch_size(test_shard, cfg), **loader_options(test_shard, ctx.device, **workers)
     )
     schedule = LossSchedule(cfg, counts, ctx.device)
-    scaler = make_grad_scaler(cfg.precision, ctx.device)
     reduce = (lambda tensors: _all_reduce(tensors, ctx.world_size, ctx.device)) if ctx.world_size > 1 else None
     policy = CheckpointPolicy(ctx, history)
 
@@ -230,7 +232,8 @@ def run_trial(trial: dict[str, Any], dataset: dict[str, Any], ctx: TrialContext 
             ctx.report(report, None)
         elif ctx.rank == 0:
             with tempfile.TemporaryDirectory() as tmp:
-                save_checkpoint(Path(tmp) / CHECKPOINT_FILE, model, optimizer, epoch + 1, history)
+                extra = {"grad_scaler": scaler.state_dict()} if scaler is not None else None
+                save_checkpoint(Path(tmp) / CHECKPOINT_FILE, model, optimizer, epoch + 1, history, extra)
                 ctx.report(report, tmp)  # [ray 2] report with a checkpoint
         else:
             ctx.report(report, None)

@@ -148,3 +148,39 @@ def test_two_ddp_ranks_open_only_their_shard_and_all_reduce_the_counts(ray_sessi
         assert len(out["opened_train"]) == 2 * 5  # two epochs, each shard file once per epoch
         assert out["counts"] == out["label_counts"] == [5, 3, 2]
     assert not set(ranks[0]["shard"]) & set(ranks[1]["shard"])
+
+
+def test_fp16_trial_checkpoints_and_restores_the_loss_scale(tmp_path: Path, monkeypatch):
+    import shutil
+
+    spec = JobSpec.model_validate(
+        {
+            "dataset": {"name": "digits_lt"},
+            "model": {"name": "mlp", "hidden_sizes": [16]},
+            "losses": [{"name": "ce"}],
+            "train": {"epochs": 2, "batch_size": 64, "precision": "fp16"},
+            "tune": {"control": False},
+        }
+    )
+    trial = plan_trials(spec)[0]
+    saved = []
+
+    def keep_first(metrics, ckpt):
+        if ckpt is not None and not saved:  # the checkpoint after epoch 1
+            shutil.copytree(ckpt, tmp_path / "ckpt")
+            saved.append(torch.load(tmp_path / "ckpt" / "checkpoint.pt", weights_only=False)["extra"])
+
+    history = run_trial(trial, {"name": "digits_lt"}, TrialContext(report=keep_first))
+    assert all(math.isfinite(h["train_loss"]) for h in history)
+    scale = saved[0]["grad_scaler"]["scale"]
+    assert scale > 0
+    restored = []
+    real = torch.amp.GradScaler.load_state_dict
+    monkeypatch.setattr(
+        torch.amp.GradScaler,
+        "load_state_dict",
+        lambda self, state: (restored.append(state["scale"]), real(self, state)),
+    )
+    resumed = run_trial(trial, {"name": "digits_lt"}, TrialContext(resume_dir=str(tmp_path / "ckpt")))
+    assert restored == [scale]
+    assert len(resumed) == 2 and resumed[0] == history[0] and math.isfinite(resumed[1]["train_loss"])
