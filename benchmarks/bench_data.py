@@ -10,7 +10,9 @@ All phases run in this one process run (RSS phases in fresh subprocesses), on th
 3. **Loader cost in training**: a resnet18 training epoch (``image_size`` 64, batch 64, SGD, train augmentation on
    the device) over the first ``--train-images`` images, fed by the loader (``--train-workers`` workers) against
    the same model fed from the same images already decoded into one uint8 tensor in memory (same batch transform,
-   same steps), in the same run, one warm-up epoch each first. Goal: the loader costs at most 10%.
+   same steps), in the same run: one warm-up epoch each, then ``--rounds`` (4) alternating epochs of each; the
+   best epoch of each counts (load from other processes only slows epochs down), every epoch is printed.
+   Goal: the loader costs at most 10%.
 
     python benchmarks/bench_data.py [--images 5000] [--rss-images 20000] [--train-images 1024]
 """
@@ -120,7 +122,7 @@ def train_epoch_rate(model, loader, transform, optimizer) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def training_cost(root: Path, n: int, workers: int) -> tuple[float, float]:
+def training_cost(root: Path, n: int, workers: int, rounds: int) -> dict[str, list[float]]:
     from torch.utils.data import Subset
 
     from lt_core.engine import loader_options
@@ -138,10 +140,13 @@ def training_cost(root: Path, n: int, workers: int) -> tuple[float, float]:
     model = create_model("resnet18", data.num_classes, data.input_shape)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     transform = data.train.batch_transform
-    rates = {}
-    for name, loader in (("memory", memory), ("files", files), ("memory", memory), ("files", files)):
-        rates[name] = train_epoch_rate(model, loader, transform, optimizer)  # the second epoch of each counts
-    return rates["files"], rates["memory"]
+    for loader in (memory, files):  # warm-up (and the loader's persistent workers start)
+        train_epoch_rate(model, loader, transform, optimizer)
+    rates: dict[str, list[float]] = {"memory": [], "files": []}
+    for _ in range(rounds):  # alternating, so that load from other processes hits both alike
+        for name, loader in (("memory", memory), ("files", files)):
+            rates[name].append(train_epoch_rate(model, loader, transform, optimizer))
+    return rates
 
 
 def main() -> None:
@@ -150,6 +155,7 @@ def main() -> None:
     parser.add_argument("--rss-images", type=int, default=20000)
     parser.add_argument("--train-images", type=int, default=1024)
     parser.add_argument("--train-workers", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=4, help="alternating epochs of each feed after a warm-up")
     parser.add_argument("--dir", default=None, help="where to write the image folders (default: a temp dir)")
     parser.add_argument("--rss-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -173,11 +179,18 @@ def main() -> None:
         r = peak_rss(root, n)
         print(f"| {r['images']} | {r['peak_rss_mib']:.0f} | {r['rss_after_listing_mib']:.0f} |")
 
-    files, memory = training_cost(small, args.train_images, args.train_workers)
-    print(f"\n| resnet18 epoch, {args.train_images} images, batch 64, 64 px | images/s |\n|---|---|")
-    print(f"| fed by the loader ({args.train_workers} workers) | {files:.1f} |")
-    print(f"| fed from a uint8 tensor in memory | {memory:.1f} |")
-    print(f"| loader cost | {100 * (1 - files / memory):.1f}% (goal <= 10%) |")
+    rates = training_cost(small, args.train_images, args.train_workers, args.rounds)
+    # best of the rounds: other processes on a shared machine only ever slow an epoch down
+    files, memory = max(rates["files"]), max(rates["memory"])
+    print(f"\n| resnet18 epoch, {args.train_images} images, batch 64, 64 px | images/s (best) | each epoch |")
+    print("|---|---|---|")
+    print(f"| fed by the loader ({args.train_workers} workers) | {files:.1f} | {_rates(rates['files'])} |")
+    print(f"| fed from a uint8 tensor in memory | {memory:.1f} | {_rates(rates['memory'])} |")
+    print(f"| loader cost | {100 * (1 - files / memory):.1f}% (goal <= 10%) | |")
+
+
+def _rates(values: list[float]) -> str:
+    return ", ".join(f"{v:.1f}" for v in values)
 
 
 if __name__ == "__main__":
