@@ -129,17 +129,24 @@ def datasets_catalog() -> list[dict[str, Any]]:
     """One entry per dataset (``dataset.name``); ``path_params`` are resolved under the service's data root."""
     out = []
     for model in _union_members(S.DatasetSpec):
-        name = model.model_fields["name"].default
+        name = S.registry_name(model)
         info = DATASETS[name]
         out.append(
             {
                 "name": name,
                 "description": info.description or inspect.getdoc(model) or "",
                 "path_params": list(info.path_params),
+                "path_kinds": dict(model.PATH_FIELDS),
                 "parameters": model_params(model),
             }
         )
     return out
+
+
+def _timm_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("timm") is not None
 
 
 @lru_cache(maxsize=1)
@@ -147,11 +154,12 @@ def models_catalog() -> list[dict[str, Any]]:
     """One entry per model (``model.name``)."""
     out = []
     for model in _union_members(S.ModelSpec):
-        name = model.model_fields["name"].default
+        name = S.registry_name(model)
         info = MODELS[name]
         out.append(
             {
-                "name": name,
+                "name": "timm:<arch>" if name == "timm" else name,
+                **({"extra": S.TIMM_EXTRA, "available": _timm_available()} if name == "timm" else {}),
                 "description": info.description or inspect.getdoc(model) or "",
                 "parameters": model_params(model),
             }

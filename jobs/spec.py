@@ -256,7 +256,15 @@ def _categorical_checker(allowed: tuple[str, ...]):
 Profile = Literal["exp", "step"]
 
 
-class DigitsLT(_Strict):
+PathKind = Literal["file", "dir"]
+
+
+class _Dataset(_Strict):
+    # Fields that name filesystem paths, and what they name: the service resolves them inside its data root.
+    PATH_FIELDS: ClassVar[dict[str, PathKind]] = {}
+
+
+class DigitsLT(_Dataset):
     """scikit-learn's bundled handwritten digits, long-tail subsampled (no download)."""
 
     name: Literal["digits_lt"] = "digits_lt"
@@ -266,7 +274,7 @@ class DigitsLT(_Strict):
     seed: Seed = 0
 
 
-class SyntheticLT(_Strict):
+class SyntheticLT(_Dataset):
     """A seeded Gaussian mixture with any number of classes."""
 
     name: Literal["synthetic_lt"] = "synthetic_lt"
@@ -281,7 +289,87 @@ class SyntheticLT(_Strict):
     seed: Seed = 0
 
 
-class _CifarLT(_Strict):
+def _relative_name(value: str | None) -> str | None:
+    """A folder name under a dataset's root: relative, without '..' (the root itself is checked at submit)."""
+    if value is None:
+        return value
+    parts = value.replace("\\", "/").split("/")
+    if not value.strip() or value.startswith("/") or ".." in parts or "\x00" in value:
+        raise ValueError(f"{value!r} must be a folder name relative to root, without '..'")
+    return value
+
+
+RelativeName = Annotated[str, Field(min_length=1, max_length=1024), AfterValidator(_relative_name)]
+RGB = Annotated[list[float], Field(min_length=3, max_length=3)]
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+class _ImageDataset(_Dataset):
+    image_size: int = Field(224, ge=32, le=1024, description="Side of the square crop the model sees.")
+    augment: bool = Field(True, description="Training: random resized crop + flip (on the device); else resize + crop.")
+    imbalance_factor: float | None = Field(None, ge=1, description="Subsample the training split long-tailed.")
+    profile: Profile = "exp"
+    seed: Seed = 0
+    mean: RGB = Field(default_factory=lambda: list(IMAGENET_MEAN), description="Normalisation mean (RGB).")
+    std: RGB = Field(default_factory=lambda: list(IMAGENET_STD), description="Normalisation std (RGB).")
+
+    @field_validator("std")
+    @classmethod
+    def _positive_std(cls, v: list[float]) -> list[float]:
+        if any(x <= 0 for x in v):
+            raise ValueError(f"std must be positive, got {v}")
+        return v
+
+
+class ImageFolderDataset(_ImageDataset):
+    """Your images, one sub-folder per class (torchvision's ImageFolder layout), decoded lazily."""
+
+    PATH_FIELDS: ClassVar[dict[str, PathKind]] = {"root": "dir"}
+    name: Literal["image_folder"] = "image_folder"
+    root: str = Field(description="Folder holding the split folders, relative to the data root.")
+    train: RelativeName = Field("train", description="Training split folder under root.")
+    val: RelativeName | None = Field(None, description="Validation split folder under root (none: split test).")
+    test: RelativeName = Field("test", description="Test split folder under root.")
+
+
+class FileListDataset(_ImageDataset):
+    """Your images listed in text files, one 'relative/path label' per line (ImageNet-LT, Places-LT, iNaturalist)."""
+
+    PATH_FIELDS: ClassVar[dict[str, PathKind]] = {
+        "root": "dir",
+        "train": "file",
+        "val": "file",
+        "test": "file",
+        "class_names": "file",
+    }
+    name: Literal["file_list"] = "file_list"
+    root: str = Field(description="Folder the listed image paths are relative to, relative to the data root.")
+    train: str = Field(description="Training list file, relative to the data root.")
+    val: str | None = Field(None, description="Validation list file (none: split test).")
+    test: str = Field(description="Test list file, relative to the data root.")
+    class_names: str | None = Field(None, description="A file with one class name per line (line i names class i).")
+
+
+class TabularDataset(_Dataset):
+    """Your table: numeric feature columns and a label column, in CSV or Parquet files."""
+
+    PATH_FIELDS: ClassVar[dict[str, PathKind]] = {"train": "file", "val": "file", "test": "file"}
+    name: Literal["tabular"] = "tabular"
+    train: str = Field(description="Training file (.csv or .parquet), relative to the data root.")
+    val: str | None = Field(None, description="Validation file (none: split test).")
+    test: str = Field(description="Test file (.csv or .parquet).")
+    label: str = Field("label", min_length=1, max_length=256, description="The label column.")
+    features: list[Annotated[str, Field(min_length=1, max_length=256)]] | None = Field(
+        None, min_length=1, max_length=100_000, description="Feature columns (none: every column but the label)."
+    )
+    imbalance_factor: float | None = Field(None, ge=1, description="Subsample the training split long-tailed.")
+    profile: Profile = "exp"
+    seed: Seed = 0
+
+
+class _CifarLT(_Dataset):
+    PATH_FIELDS: ClassVar[dict[str, PathKind]] = {"path": "dir"}
     path: str | None = Field(None, description="Folder with the CIFAR python pickles, relative to the data root.")
     imbalance_factor: float = Field(100.0, ge=1)
     profile: Profile = "exp"
@@ -301,9 +389,10 @@ class Cifar100LT(_CifarLT):
     name: Literal["cifar100_lt"] = "cifar100_lt"
 
 
-class NpzDataset(_Strict):
+class NpzDataset(_Dataset):
     """A user's .npz file with x_train, y_train, x_test, y_test."""
 
+    PATH_FIELDS: ClassVar[dict[str, PathKind]] = {"path": "file"}
     name: Literal["npz"] = "npz"
     path: str = Field(description="The .npz file, relative to the data root.")
     num_classes: int | None = Field(None, ge=2, le=100_000)
@@ -313,7 +402,17 @@ class NpzDataset(_Strict):
     class_names: list[str] | None = None
 
 
-DatasetSpec = Annotated[DigitsLT | SyntheticLT | Cifar10LT | Cifar100LT | NpzDataset, Field(discriminator="name")]
+DatasetSpec = Annotated[
+    DigitsLT
+    | SyntheticLT
+    | Cifar10LT
+    | Cifar100LT
+    | NpzDataset
+    | ImageFolderDataset
+    | FileListDataset
+    | TabularDataset,
+    Field(discriminator="name"),
+]
 
 
 class MLPModel(_Strict):
@@ -339,7 +438,90 @@ class ResNet32Model(_Strict):
     normalized: bool = False
 
 
-ModelSpec = Annotated[MLPModel | ResNet32Model, Field(discriminator="name")]
+class _ImageNetResNet(_Strict):
+    PATH_FIELDS: ClassVar[dict[str, PathKind]] = {"weights_path": "file"}
+    normalized: bool = False
+    weights_path: str | None = Field(
+        None,
+        description="A .pth or .safetensors state dict in torchvision's names, relative to the data root; "
+        "the classifier head is re-initialised.",
+    )
+
+
+class ResNet18Model(_ImageNetResNet):
+    """ResNet-18 (ImageNet layout, torchvision's parameter names)."""
+
+    name: Literal["resnet18"] = "resnet18"
+
+
+class ResNet34Model(_ImageNetResNet):
+    """ResNet-34 (ImageNet layout, torchvision's parameter names)."""
+
+    name: Literal["resnet34"] = "resnet34"
+
+
+class ResNet50Model(_ImageNetResNet):
+    """ResNet-50 (ImageNet layout, torchvision's parameter names)."""
+
+    name: Literal["resnet50"] = "resnet50"
+
+
+class ResNeXt50Model(_ImageNetResNet):
+    """ResNeXt-50 32x4d (ImageNet layout, torchvision's parameter names)."""
+
+    name: Literal["resnext50_32x4d"] = "resnext50_32x4d"
+
+
+TIMM_EXTRA = "timm"
+
+
+class TimmModel(_ImageNetResNet):
+    """Any timm architecture, named 'timm:<arch>' (the optional extra 'timm'), with this project's head."""
+
+    REGISTRY_NAME: ClassVar[str] = "timm"
+    name: str = Field(pattern=r"^timm:[A-Za-z0-9_.\-]{1,128}$", description="timm:<architecture>")
+    weights_path: str | None = Field(None, description="A .pth or .safetensors state dict in timm's names.")
+
+    @field_validator("name")
+    @classmethod
+    def _timm_importable(cls, v: str) -> str:
+        import importlib.util
+
+        if importlib.util.find_spec("timm") is None:
+            raise ValueError(
+                f"{v} needs the optional extra {TIMM_EXTRA!r} (pip install 'longtail-service[{TIMM_EXTRA}]'), "
+                "and timm is not importable on this service"
+            )
+        return v
+
+
+def _model_tag(value: Any) -> str | None:
+    name = value.get("name", "mlp") if isinstance(value, dict) else getattr(value, "name", None)
+    if isinstance(name, str) and name.startswith("timm:"):
+        return "timm"
+    return name
+
+
+ModelSpec = Annotated[
+    Annotated[MLPModel, Tag("mlp")]
+    | Annotated[ResNet32Model, Tag("resnet32")]
+    | Annotated[ResNet18Model, Tag("resnet18")]
+    | Annotated[ResNet34Model, Tag("resnet34")]
+    | Annotated[ResNet50Model, Tag("resnet50")]
+    | Annotated[ResNeXt50Model, Tag("resnext50_32x4d")]
+    | Annotated[TimmModel, Tag("timm")],
+    Discriminator(
+        _model_tag,
+        custom_error_type="invalid_model",
+        custom_error_message="unknown model name; expected mlp, resnet32, resnet18, resnet34, resnet50, "
+        "resnext50_32x4d or timm:<arch>",
+    ),
+]
+
+
+def registry_name(model: type[BaseModel]) -> str:
+    """The ``lt_core`` registry key of a dataset or model spec class (``timm`` for ``timm:<arch>``)."""
+    return getattr(model, "REGISTRY_NAME", None) or model.model_fields["name"].default
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -512,6 +694,15 @@ class TrainSpec(_Strict):
     lr_decay: float = Field(0.1, gt=0, le=1)
     warmup_epochs: int = Field(0, ge=0, le=MAX_EPOCHS, description="Linear learning-rate warm-up epochs.")
     seed: Seed = 0
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="Autocast dtype of the forward pass (fp16 adds a GradScaler); losses stay float32."
+    )
+    loader_workers: int | None = Field(
+        None,
+        ge=0,
+        le=64,
+        description="DataLoader worker processes per DDP worker; default min(4, cpus_per_worker) for image files.",
+    )
 
     @model_validator(mode="after")
     def _schedule(self) -> TrainSpec:
@@ -733,17 +924,28 @@ class JobSpec(_Strict):
 
     def dataset_paths(self) -> dict[str, str]:
         """Dataset parameters that are filesystem paths (for the data-root check), by field name."""
-        out = {}
-        for field in ("path",):
-            value = getattr(self.dataset, field, None)
-            if value is not None:
-                out[field] = value
+        return {loc.split(".", 1)[1]: raw for loc, raw, _ in self.spec_paths() if loc.startswith("dataset.")}
+
+    def spec_paths(self) -> list[tuple[str, str, PathKind]]:
+        """Every filesystem path the spec names, as ``(field path, value, "file" | "dir")`` (data-root check)."""
+        out: list[tuple[str, str, PathKind]] = []
+        for section, model in (("dataset", self.dataset), ("model", self.model)):
+            for field, kind in getattr(type(model), "PATH_FIELDS", {}).items():
+                value = getattr(model, field, None)
+                if value is not None:
+                    out.append((f"{section}.{field}", value, kind))
         return out
 
     def with_dataset_params(self, **params: Any) -> JobSpec:
         """A copy with dataset parameters replaced (e.g. resolved absolute paths)."""
+        return self.with_paths({f"dataset.{k}": v for k, v in params.items()})
+
+    def with_paths(self, values: dict[str, str]) -> JobSpec:
+        """A copy with ``section.field`` values replaced (e.g. resolved absolute paths from ``spec_paths``)."""
         data = self.model_dump(mode="json")
-        data["dataset"].update(params)
+        for loc, value in values.items():
+            section, field = loc.split(".", 1)
+            data[section][field] = value
         return JobSpec.model_validate(data, context={"max_trials": 10**9, "max_epochs": 10**9})
 
     def trial_resources(self) -> dict[str, float]:

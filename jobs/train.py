@@ -32,8 +32,11 @@ from lt_core.engine import (
     LossSchedule,
     build_optimizer,
     configure_device,
+    eval_batch_size,
+    is_lazy,
     load_checkpoint,
     loader_options,
+    make_grad_scaler,
     run_epoch,
     save_checkpoint,
     scalar_metrics,
@@ -153,6 +156,23 @@ def global_class_counts(data: LTData, rank: int, world_size: int, device: torch.
     return counts
 
 
+def train_shard(data: LTData, rank: int, world_size: int, seed: int) -> tuple[Any, EpochShardSampler]:
+    """This worker's training set and sampler.
+
+    In-memory data: the whole set, each epoch's shuffle split across workers. Lazy (file) data: this worker's fixed
+    shard ``shard_indices(N, rank, world_size)`` (the one ``global_class_counts`` counts), shuffled within itself
+    each epoch and padded to the longest shard's length (equal steps on every rank), so a rank only ever opens the
+    files of its shard (and each node's page cache holds only those).
+    """
+    if not is_lazy(data.train) or world_size == 1:
+        return data.train, EpochShardSampler(len(data.train), rank=rank, world_size=world_size, seed=seed)
+    shard = Subset(data.train, shard_indices(len(data.train), rank, world_size))
+    if len(shard) == 0:
+        raise ValueError(f"{len(data.train)} training samples cannot be sharded across {world_size} workers")
+    longest = -(-len(data.train) // world_size)
+    return shard, EpochShardSampler(len(shard), seed=seed * 1_000_003 + rank, num_samples=longest)
+
+
 def _all_reduce(tensors: list[Tensor], world_size: int, device: torch.device | str = "cpu") -> None:
     """Sum each tensor across workers, in place, with the collective on ``device``.
 
@@ -189,23 +209,31 @@ def run_trial(trial: dict[str, Any], dataset: dict[str, Any], ctx: TrialContext 
     model: nn.Module = create_model(cfg.model, data.num_classes, data.input_shape, **cfg.model_params)
     model = ctx.prepare_model(model) if ctx.prepare_model else model.to(ctx.device)  # [ray 1] DDP + device
     optimizer = build_optimizer(model, cfg)
+    scaler = make_grad_scaler(cfg.precision, ctx.device)  # fp16 only; its loss scale is checkpointed
     history: list[dict[str, Any]] = []
     start = 0
     if ctx.resume_dir is not None:  # worker restart: continue from the last reported checkpoint
         state = load_checkpoint(Path(ctx.resume_dir) / CHECKPOINT_FILE, model, optimizer)
         start, history = int(state["epoch"]), list(state["history"])
+        if scaler is not None and (state.get("extra") or {}).get("grad_scaler"):
+            scaler.load_state_dict(state["extra"]["grad_scaler"])
 
-    sampler = EpochShardSampler(len(data.train), rank=ctx.rank, world_size=ctx.world_size, seed=cfg.seed)
-    # pinned memory on CUDA; worker processes only for per-item work there (see lt_core.engine.loader_options)
+    train_set, sampler = train_shard(data, ctx.rank, ctx.world_size, cfg.seed)
+    # pinned memory on CUDA; worker processes for per-item work (see lt_core.engine.loader_options)
+    workers = {"num_workers": cfg.loader_workers}
     train_loader = DataLoader(
-        data.train, batch_size=cfg.batch_size, sampler=sampler, **loader_options(data.train, ctx.device)
+        train_set, batch_size=cfg.batch_size, sampler=sampler, **loader_options(train_set, ctx.device, **workers)
     )
     test_shard = Subset(data.test, shard_indices(len(data.test), ctx.rank, ctx.world_size))
-    test_loader = DataLoader(test_shard, batch_size=max(cfg.batch_size, 512), **loader_options(test_shard, ctx.device))
+    test_loader = DataLoader(
+        test_shard, batch_size=eval_batch_size(test_shard, cfg), **loader_options(test_shard, ctx.device, **workers)
+    )
     val_loader = None
     if data.val is not None:
         val_shard = Subset(data.val, shard_indices(len(data.val), ctx.rank, ctx.world_size))
-        val_loader = DataLoader(val_shard, batch_size=max(cfg.batch_size, 512), **loader_options(val_shard, ctx.device))
+        val_loader = DataLoader(
+            val_shard, batch_size=eval_batch_size(val_shard, cfg), **loader_options(val_shard, ctx.device, **workers)
+        )
     schedule = LossSchedule(cfg, counts, ctx.device)
     reduce = (lambda tensors: _all_reduce(tensors, ctx.world_size, ctx.device)) if ctx.world_size > 1 else None
     policy = CheckpointPolicy(ctx, history)
@@ -225,6 +253,7 @@ def run_trial(trial: dict[str, Any], dataset: dict[str, Any], ctx: TrialContext 
             device=ctx.device,
             reduce=reduce,
             val_loader=val_loader,
+            scaler=scaler,
         )
         history.append(scalar_metrics(metrics))
         report = report_payload(metrics) | {SELECTION_SCORE: score.update(metrics)}
@@ -234,7 +263,8 @@ def run_trial(trial: dict[str, Any], dataset: dict[str, Any], ctx: TrialContext 
             ctx.report(report, None)
         elif ctx.rank == 0:
             with tempfile.TemporaryDirectory() as tmp:
-                save_checkpoint(Path(tmp) / CHECKPOINT_FILE, model, optimizer, epoch + 1, history)
+                extra = {"grad_scaler": scaler.state_dict()} if scaler is not None else None
+                save_checkpoint(Path(tmp) / CHECKPOINT_FILE, model, optimizer, epoch + 1, history, extra)
                 ctx.report(report, tmp)  # [ray 2] report with a checkpoint
         else:
             ctx.report(report, None)

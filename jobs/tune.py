@@ -54,7 +54,16 @@ logger = logging.getLogger(__name__)
 EventSink = Callable[[dict[str, Any]], None]
 TRAIN_SEARCHABLE = ("batch_size", "optimizer", "lr", "momentum", "weight_decay")
 TRIAL_INDEX = "__trial_index__"  # ray.tune.search.repeater.TRIAL_INDEX (a Repeater's repeat index in the config)
-TRAIN_FIXED = ("epochs", "schedule", "milestones", "lr_decay", "warmup_epochs", "seed")
+TRAIN_FIXED = (
+    "epochs",
+    "schedule",
+    "milestones",
+    "lr_decay",
+    "warmup_epochs",
+    "seed",
+    "precision",
+    "loader_workers",
+)
 
 
 # --------------------------------------------------------------------------------------------------------------

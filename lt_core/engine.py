@@ -13,6 +13,10 @@ The Ray layer (``jobs.train``) wraps exactly these pieces; nothing here knows ab
   every DDP rank stops at the same check with the same error.
 - ``loader_options`` / ``configure_device``: DataLoader settings and CUDA speed flags (TF32, cudnn.benchmark) chosen
   by device; see their docstrings for the defaults and why.
+- Mixed precision (``FitConfig.precision``): the forward pass under ``torch.autocast`` (bf16 or fp16, with a
+  ``GradScaler`` for fp16); the loss is always computed in float32 on float32 logits and features.
+- A dataset's ``batch_transform`` (e.g. image augmentation and normalisation, ``lt_core.datasets.images``) is
+  applied to each batch on the device, before the model.
 
 Epochs are 0-based inside the loop (``start_epoch`` semantics: "from this epoch on"); the history and the
 callback number them 1-based (``epoch`` = epochs completed), like Ray Tune's ``training_iteration``.
@@ -20,6 +24,7 @@ callback number them 1-based (``epoch`` = epochs completed), like Ray Tune's ``t
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -44,13 +49,19 @@ __all__ = [
     "FitConfig",
     "LossSchedule",
     "NonFiniteLossError",
+    "PRECISIONS",
+    "autocast",
+    "batch_transform",
     "build_optimizer",
     "configure_device",
+    "eval_batch_size",
     "evaluate",
+    "is_lazy",
     "fit",
     "load_checkpoint",
     "loader_options",
     "lr_at",
+    "make_grad_scaler",
     "save_checkpoint",
     "run_epoch",
     "scalar_metrics",
@@ -65,6 +76,7 @@ __all__ = [
 FINITE_CHECK_EVERY = 50
 # DataLoader worker processes on CUDA for datasets that do work per item (augmentation), at most.
 CUDA_LOADER_WORKERS = 4
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -100,8 +112,14 @@ class FitConfig:
     seed: int = 0
     many_threshold: int = 100
     few_threshold: int = 20
+    precision: str = "fp32"
+    loader_workers: int | None = None
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
+        if self.loader_workers is not None and self.loader_workers < 0:
+            raise ValueError(f"loader_workers must be >= 0, got {self.loader_workers}")
         if self.loss not in LOSSES:
             raise KeyError(f"unknown loss {self.loss!r}; known: {sorted(LOSSES)}")
         if self.optimizer not in ("sgd", "adamw"):
@@ -203,12 +221,24 @@ class EpochShardSampler(Sampler[int]):
     The order is repeated until it fills ``ceil(n / world_size) * world_size`` places (as ``DistributedSampler``
     does), so every rank takes the same number of steps for any ``n >= 1``, even ``n < world_size``: unequal step
     counts would deadlock DDP. Reproducible under resume: the order depends only on (seed, epoch), not on RNG state.
+
+    ``num_samples`` overrides the per-rank length (a rank sampling its own fixed shard of a dataset sets it to the
+    longest shard's length, so that every rank takes the same number of steps).
     """
 
-    def __init__(self, n: int, *, rank: int = 0, world_size: int = 1, seed: int = 0, shuffle: bool = True) -> None:
+    def __init__(
+        self,
+        n: int,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        shuffle: bool = True,
+        num_samples: int | None = None,
+    ) -> None:
         self.n, self.rank, self.world_size, self.seed, self.shuffle = n, rank, world_size, seed, shuffle
         self.epoch = 0
-        self.num_samples = math.ceil(n / world_size)
+        self.num_samples = math.ceil(n / world_size) if num_samples is None else num_samples
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose shuffle ``__iter__`` yields."""
@@ -229,11 +259,45 @@ class EpochShardSampler(Sampler[int]):
         return self.num_samples
 
 
-def _item_transform(dataset: Any) -> Any:
-    """The per-item transform of ``dataset`` (through ``Subset`` wrappers), or None."""
+def _unwrap(dataset: Any) -> Any:
     while isinstance(dataset, Subset):
         dataset = dataset.dataset
-    return getattr(dataset, "transform", None)
+    return dataset
+
+
+def _item_transform(dataset: Any) -> Any:
+    """The per-item transform of ``dataset`` (through ``Subset`` wrappers), or None."""
+    return getattr(_unwrap(dataset), "transform", None)
+
+
+def batch_transform(dataset: Any) -> Callable[[Tensor], Tensor] | None:
+    """The batch transform of ``dataset`` (through ``Subset`` wrappers), run on the device before the model, or None."""
+    return getattr(_unwrap(dataset), "batch_transform", None)
+
+
+def is_lazy(dataset: Any) -> bool:
+    """Whether ``dataset`` reads and decodes files per item (``lazy = True``, e.g. ``ImageFiles``)."""
+    return bool(getattr(_unwrap(dataset), "lazy", False))
+
+
+def eval_batch_size(dataset: Any, cfg: FitConfig) -> int:
+    """Evaluation batches: at least 512 for in-memory data (fewer steps), the training batch size for decoded files."""
+    return cfg.batch_size if is_lazy(dataset) else max(cfg.batch_size, 512)
+
+
+def autocast(device: torch.device | str, precision: str = "fp32") -> Any:
+    """``torch.autocast`` for ``precision`` on ``device`` (disabled for ``"fp32"``)."""
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+
+
+def make_grad_scaler(precision: str, device: torch.device | str) -> torch.amp.GradScaler | None:
+    """A ``GradScaler`` for fp16 (gradients of float16 activations underflow without it); None otherwise."""
+    if precision != "fp16":
+        return None
+    return torch.amp.GradScaler(torch.device(device).type)
 
 
 def _usable_cpus() -> int:
@@ -254,6 +318,10 @@ def loader_options(dataset: Any, device: torch.device | str, *, num_workers: int
       sending them between processes costs more than producing them; on the CPU the workers would also take cores
       from the training step itself.
 
+    - A lazy dataset (one that opens and decodes a file per item, e.g. images) gets ``min(CUDA_LOADER_WORKERS,
+      CPUs of this process's share)`` worker processes on any device: decoding in the training process would stall
+      every step.
+
     ``num_workers`` overrides the choice of worker processes. Augmentation draws from each worker's generator
     (seeded by DataLoader from the main process), so with workers a resumed run augments differently from an
     uninterrupted one; the model, optimizer and sampling order still resume exactly.
@@ -263,6 +331,8 @@ def loader_options(dataset: Any, device: torch.device | str, *, num_workers: int
         cpus = min(_usable_cpus(), torch.get_num_threads())  # a Ray worker's threads = its cpus_per_worker
         wants_workers = device.type == "cuda" and _item_transform(dataset) is not None
         num_workers = min(CUDA_LOADER_WORKERS, cpus - 1) if wants_workers else 0
+        if is_lazy(dataset):
+            num_workers = max(1, min(CUDA_LOADER_WORKERS, cpus))
     if num_workers < 0:
         raise ValueError(f"num_workers must be >= 0, got {num_workers}")
     options: dict[str, Any] = {"num_workers": num_workers, "pin_memory": device.type == "cuda"}
@@ -302,6 +372,8 @@ def train_one_epoch(
     device: torch.device | str = "cpu",
     reduce: Callable[[list[Tensor]], None] | None = None,
     check_every: int = FINITE_CHECK_EVERY,
+    precision: str = "fp32",
+    scaler: torch.amp.GradScaler | None = None,
 ) -> dict[str, float]:
     """One pass over ``loader``; returns ``train_loss`` (mean per sample), ``lr`` (last), ``samples``.
 
@@ -310,6 +382,10 @@ def train_one_epoch(
     ``check_every`` steps and at the end. ``reduce(tensors)`` (a sum across workers, in place) merges the flags of
     all workers before each read, so every worker raises the same ``NonFiniteLossError`` (the first step at which
     any worker's loss was NaN/inf) at the same step; every worker must then run the same number of steps.
+
+    The model runs under ``autocast(device, precision)``; the loss is computed outside it on float32 logits and
+    features (log-softmax, margins and class weights need float32's range and precision). With ``scaler`` (fp16)
+    the backward pass and the step go through it. The dataset's ``batch_transform`` is applied on the device.
     """
     if check_every < 1:
         raise ValueError(f"check_every must be >= 1, got {check_every}")
@@ -319,17 +395,29 @@ def train_one_epoch(
     # per step of the current window: [loss not finite, loss NaN] (float: summable by any backend's all-reduce)
     flags = torch.zeros(check_every, 2, dtype=torch.float64, device=device)
     seen, lr, first = 0, optimizer.param_groups[0]["lr"], 0
+    transform = batch_transform(loader.dataset)
+    if precision == "fp16" and scaler is None:
+        scaler = make_grad_scaler(precision, device)
     for step, (x, y) in enumerate(loader):
         if lr_fn is not None:
             lr = lr_fn(step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        logits, features = model(x)  # (N, K), (N, D)
-        loss = criterion(logits, y, features=features if needs_features else None)
+        if transform is not None:
+            x = transform(x)
+        with autocast(device, precision):
+            logits, features = model(x)  # (N, K), (N, D)
+        # the loss in float32, outside autocast: no-ops for fp32, upcasts of bf16/fp16 activations otherwise
+        loss = criterion(logits.float(), y, features=features.float() if needs_features else None)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
         value = loss.detach()
         loss_sum += value.double() * y.shape[0]
         flags[step - first, 0] = ~torch.isfinite(value)
@@ -358,13 +446,23 @@ def _raise_if_not_finite(
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, loader: DataLoader, num_classes: int, *, device: torch.device | str = "cpu"
+    model: nn.Module,
+    loader: DataLoader,
+    num_classes: int,
+    *,
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
 ) -> EvalAccumulator:
     """Accumulate a confusion matrix and calibration statistics over ``loader`` (summable across workers)."""
     model.eval()
     acc = EvalAccumulator(num_classes)
+    transform = batch_transform(loader.dataset)
     for x, y in loader:
-        logits, _ = model(x.to(device, non_blocking=True))
+        x = x.to(device, non_blocking=True)
+        if transform is not None:
+            x = transform(x)
+        with autocast(device, precision):
+            logits, _ = model(x)
         acc.update(logits.float().cpu(), y.cpu())
     return acc
 
@@ -391,6 +489,7 @@ def run_epoch(
     device: torch.device | str = "cpu",
     reduce: Callable[[list[Tensor]], None] | None = None,
     val_loader: DataLoader | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate one (0-based) ``epoch``; returns the full metrics dict of it (``epoch`` 1-based).
 
@@ -402,6 +501,7 @@ def run_epoch(
     agreed across workers (see ``train_one_epoch``), each worker evaluates its own shard of the test set and the
     summable evaluation state is reduced, so every worker computes the metrics of the full test set. Evaluation
     uses the unwrapped module: no DDP collectives, since workers may hold test shards of unequal size.
+    ``scaler`` (fp16) carries the loss scale from epoch to epoch (see ``make_grad_scaler``).
     """
     t0 = time.perf_counter()
     sampler.set_epoch(epoch)
@@ -417,8 +517,12 @@ def run_epoch(
         lr_fn=lambda step: lr_at(cfg, epoch, step, steps),
         device=device,
         reduce=reduce,
+        precision=cfg.precision,
+        scaler=scaler,
     )
-    acc = evaluate(getattr(model, "module", model), test_loader, len(class_counts), device=device)
+    acc = evaluate(
+        getattr(model, "module", model), test_loader, len(class_counts), device=device, precision=cfg.precision
+    )
     loss_sum = torch.tensor([stats["train_loss"] * stats["samples"], stats["samples"]], dtype=torch.float64)
     if reduce is not None:  # NCCL reduces device tensors only: move the (small) summable state there and back
         acc, loss_sum = acc.to(device), loss_sum.to(device)
@@ -426,7 +530,9 @@ def run_epoch(
         acc, loss_sum = acc.to("cpu"), loss_sum.cpu()
     metrics = acc.compute(class_counts, many_threshold=cfg.many_threshold, few_threshold=cfg.few_threshold)
     if val_loader is not None:
-        val = evaluate(getattr(model, "module", model), val_loader, len(class_counts), device=device)
+        val = evaluate(
+            getattr(model, "module", model), val_loader, len(class_counts), device=device, precision=cfg.precision
+        )
         if reduce is not None:
             val = val.to(device)
             reduce(val.tensors())
@@ -531,16 +637,27 @@ def fit(
         state = load_checkpoint(resume_from, model, optimizer)
         start, history = int(state["epoch"]), list(state["history"])
     sampler = EpochShardSampler(len(data.train), seed=cfg.seed)
+    workers = {"num_workers": cfg.loader_workers}
     train_loader = DataLoader(
-        data.train, batch_size=cfg.batch_size, sampler=sampler, drop_last=False, **loader_options(data.train, device)
+        data.train,
+        batch_size=cfg.batch_size,
+        sampler=sampler,
+        drop_last=False,
+        **loader_options(data.train, device, **workers),
     )
     test_loader = DataLoader(
-        data.test, batch_size=max(cfg.batch_size, 512), shuffle=False, **loader_options(data.test, device)
+        data.test,
+        batch_size=eval_batch_size(data.test, cfg),
+        shuffle=False,
+        **loader_options(data.test, device, **workers),
     )
     val = getattr(data, "val", None)
     val_loader = None
     if val is not None:
-        val_loader = DataLoader(val, batch_size=max(cfg.batch_size, 512), shuffle=False, **loader_options(val, device))
+        val_loader = DataLoader(
+            val, batch_size=eval_batch_size(val, cfg), shuffle=False, **loader_options(val, device, **workers)
+        )
+    scaler = make_grad_scaler(cfg.precision, device)
     schedule = LossSchedule(cfg, data.class_counts, device)
     end = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
     for epoch in range(start, end):
@@ -556,6 +673,7 @@ def fit(
             epoch,
             device=device,
             val_loader=val_loader,
+            scaler=scaler,
         )
         history.append(scalar_metrics(metrics))
         if checkpoint_path is not None:

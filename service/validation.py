@@ -108,20 +108,21 @@ def _unsafe_numbers(value: Any, loc: str) -> Any:
 
 
 def resolve_dataset_paths(spec: JobSpec, data_root: Path) -> JobSpec:
-    """The spec with each dataset path replaced by its resolved absolute path inside ``data_root``.
+    """The spec with each path it names (``JobSpec.spec_paths``: dataset files and folders, model weights) replaced
+    by its resolved absolute path inside ``data_root``.
 
-    Refused (422 naming ``dataset.<field>``): a path that leaves the root (``..``, absolute elsewhere), a symlink
-    whose target leaves it, and a path that does not exist.
+    Refused (422 naming the field, e.g. ``dataset.root`` or ``model.weights_path``): a path that leaves the root
+    (``..``, absolute elsewhere), a symlink whose target leaves it, a path that does not exist, and a folder where
+    the field takes a file or the other way round.
     """
-    paths = spec.dataset_paths()
+    paths = spec.spec_paths()
     if not paths:
         return spec
     root = data_root.resolve()
     resolved: dict[str, str] = {}
     details = []
-    want_dir = spec.dataset.name in DIRECTORY_DATASETS
-    for field, raw in paths.items():
-        loc = f"dataset.{field}"
+    for loc, raw, kind in paths:
+        want_dir = kind == "dir"
         problem = _path_problem(raw)
         if problem:
             details.append({"loc": loc, "msg": problem, "type": "path_invalid"})
@@ -153,14 +154,11 @@ def resolve_dataset_paths(spec: JobSpec, data_root: Path) -> JobSpec:
         if not want_dir and not stat.S_ISREG(mode):
             details.append({"loc": loc, "msg": f"{raw!r} is not a regular file", "type": "path_not_file"})
             continue
-        resolved[field] = str(real)
+        resolved[loc] = str(real)
     if details:
         raise SpecRejected("a dataset path is not usable", details)
-    return spec.with_dataset_params(**resolved)
+    return spec.with_paths(resolved)
 
-
-# Datasets whose path names a folder (CIFAR's python pickles); every other dataset path names a regular file.
-DIRECTORY_DATASETS = frozenset({"cifar10_lt", "cifar100_lt"})
 MAX_PATH_CHARS = 1024
 MAX_COMPONENT_CHARS = 255
 

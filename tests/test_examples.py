@@ -95,3 +95,23 @@ def test_ddp_example_uses_two_workers():
     assert spec.scaling.num_workers == 2
     # Fits a 2-CPU machine: both workers and the trial's driver.
     assert spec.trial_resources()["CPU"] <= 2.0
+
+
+def test_imagenet_lt_is_file_lists_resnext50_90_epochs_on_4_gpus():
+    spec = load("imagenet-lt.yaml")
+    assert spec.dataset.name == "file_list" and spec.dataset.val is not None
+    assert spec.model.name == "resnext50_32x4d" and spec.train.epochs == 90
+    assert spec.scaling.num_workers == 4 and spec.scaling.use_gpu and spec.scaling.gpus == 1
+    assert {loc for loc, _, _ in spec.spec_paths()} == {"dataset.root", "dataset.train", "dataset.val", "dataset.test"}
+
+
+def test_inaturalist_is_resnet50_on_file_lists():
+    spec = load("inaturalist-2018.yaml")
+    assert spec.dataset.name == "file_list" and spec.model.name == "resnet50"
+    assert spec.dataset.imbalance_factor is None  # already long-tailed
+
+
+def test_tabular_example_reads_a_table():
+    spec = load("tabular-fraud.yaml")
+    assert spec.dataset.name == "tabular" and spec.dataset.label == "is_fraud" and spec.dataset.features is None
+    assert spec.trial_count() == 5  # focal, balanced softmax, two logit-adjusted taus, the control

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from contextlib import nullcontext
 from numbers import Real
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -234,6 +235,27 @@ class WeightedLoss(nn.Module):
         self.reduction: Reduction = check_reduction(reduction)
         weight = check_class_weight(class_weight)
         self.register_buffer("class_weight", None if weight is None else weight.to(torch.get_default_dtype()))
+
+    def __call__(self, logits: Tensor, target: Tensor, *args: Any, features: Tensor | None = None, **kwargs: Any):
+        """Compute the loss in float32 whatever the inputs' precision or the autocast context.
+
+        bf16 keeps 8 significant bits and fp16 overflows past 65504: log-softmax, margins, logit adjustments and the
+        IB weight ``1 / (|p - y| * ||h||)`` lose the small differences the long-tail terms are made of. bf16/fp16
+        ``logits`` and ``features`` are upcast (gradients flow back in their own dtype) and autocast is off inside;
+        the result is rounded once to the logits' dtype (the engine passes float32 logits, and gets a float32 loss).
+        """
+        if not isinstance(logits, Tensor):  # the checks inside name the problem
+            return super().__call__(logits, target, *args, features=features, **kwargs)
+        device = logits.device.type
+        off = torch.autocast(device, enabled=False) if torch.amp.is_autocast_available(device) else nullcontext()
+        dtype = logits.dtype
+        with off:
+            if dtype in (torch.float16, torch.bfloat16):
+                logits = logits.float()
+            if features is not None and features.dtype in (torch.float16, torch.bfloat16):
+                features = features.float()
+            loss = super().__call__(logits, target, *args, features=features, **kwargs)
+        return loss.to(dtype) if dtype in (torch.float16, torch.bfloat16) else loss
 
     def _check(self, logits: Tensor, target: Tensor, **stats: Tensor | None) -> int:
         """Check the inputs and that each per-class buffer in ``stats`` has K entries; return K."""

@@ -85,6 +85,8 @@ def create_model(name: str, num_classes: int, input_shape: Sequence[int], **para
         >>> [t.shape for t in model(torch.randn(2, 8))]
         [torch.Size([2, 3]), torch.Size([2, 16])]
     """
+    if isinstance(name, str) and name.startswith("timm:"):  # timm:<arch>: the "timm" entry, with its arch
+        name, params = "timm", {**params, "arch": name[len("timm:") :]}
     try:
         info = MODELS[name]
     except KeyError:

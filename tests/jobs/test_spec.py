@@ -167,6 +167,55 @@ def test_resources_per_trial():
     assert spec.worker_resources() == {"CPU": 2.0, "GPU": 1.0}
 
 
+def test_spec_paths_name_every_file_and_folder_with_its_kind():
+    spec = JobSpec.model_validate(
+        with_(
+            dataset={"name": "file_list", "root": "inat", "train": "inat/train.txt", "test": "inat/val.txt"},
+            model={"name": "resnet50", "weights_path": "weights/r50.safetensors"},
+        )
+    )
+    assert spec.spec_paths() == [
+        ("dataset.root", "inat", "dir"),
+        ("dataset.train", "inat/train.txt", "file"),
+        ("dataset.test", "inat/val.txt", "file"),
+        ("model.weights_path", "weights/r50.safetensors", "file"),
+    ]
+    moved = spec.with_paths({"dataset.root": "/data/inat", "model.weights_path": "/data/w.safetensors"})
+    assert moved.dataset.root == "/data/inat" and moved.model.weights_path == "/data/w.safetensors"
+    folder = JobSpec.model_validate(with_(dataset={"name": "image_folder", "root": "pets", "val": "val"}))
+    assert folder.spec_paths() == [("dataset.root", "pets", "dir")]
+    table = JobSpec.model_validate(with_(dataset={"name": "tabular", "train": "t.parquet", "test": "t.csv"}))
+    assert [loc for loc, _, _ in table.spec_paths()] == ["dataset.train", "dataset.test"]
+
+
+@pytest.mark.parametrize(
+    "section, value, loc, msg",
+    [
+        ("dataset", {"name": "image_folder", "root": "r", "train": "../x"}, "dataset.train", "without '..'"),
+        ("dataset", {"name": "image_folder", "root": "r", "test": "/abs"}, "dataset.test", "relative to root"),
+        ("dataset", {"name": "image_folder", "root": "r", "std": [0.2, 0.0, 0.2]}, "dataset.std", "positive"),
+        ("dataset", {"name": "image_folder", "root": "r", "image_size": 16}, "dataset.image_size", "32"),
+        ("dataset", {"name": "file_list", "root": "r", "train": "a.txt"}, "dataset.test", "Field required"),
+        ("dataset", {"name": "tabular", "train": "a.csv", "test": "b.csv", "features": []}, "dataset.features", ""),
+        ("model", {"name": "timm:convnext_tiny"}, "model.name", "optional extra 'timm'"),
+        ("model", {"name": "timm:"}, "model.name", "pattern"),
+        ("model", {"name": "vit_b"}, "model", "unknown model name"),
+        ("train", {"precision": "fp8"}, "train.precision", "fp32"),
+        ("train", {"loader_workers": -1}, "train.loader_workers", "greater than or equal to 0"),
+    ],
+)
+def test_own_data_fields_are_checked_by_name(section, value, loc, msg):
+    from pydantic import ValidationError
+
+    from service.validation import validation_details
+
+    data = with_(**{section: value})
+    with pytest.raises(ValidationError) as info:
+        JobSpec.model_validate(data)
+    details = validation_details(info.value, data)
+    assert any(d["loc"] == loc and msg in d["msg"] for d in details), details
+
+
 def test_dataset_paths_for_the_data_root_check():
     spec = JobSpec.model_validate(with_(dataset={"name": "npz", "path": "mine/data.npz"}))
     assert spec.dataset_paths() == {"path": "mine/data.npz"}
@@ -186,19 +235,22 @@ def test_branch_models_match_the_loss_registry():
 
 
 def test_dataset_and_model_specs_match_their_registries():
-    from jobs.spec import DatasetSpec, ModelSpec
+    from jobs.catalog import _union_members
+    from jobs.spec import DatasetSpec, ModelSpec, registry_name
     from lt_core.datasets import DATASETS
     from lt_core.models import MODELS
 
     for registry, union in ((DATASETS, DatasetSpec), (MODELS, ModelSpec)):
-        models = {m.model_fields["name"].default: m for m in union.__origin__.__args__}
+        models = {registry_name(m): m for m in _union_members(union)}
         assert set(models) == set(registry)
         for name, model in models.items():
             fields = {k: f.get_default(call_default_factory=True) for k, f in model.model_fields.items() if k != "name"}
+            if name == "timm":
+                fields["arch"] = ""  # the spec's name "timm:<arch>" carries it
             assert set(fields) == set(registry[name].defaults), name
             for key, default in registry[name].defaults.items():
                 value = fields[key]
-                if model.model_fields[key].is_required():
+                if key not in model.model_fields or model.model_fields[key].is_required():
                     continue  # required in the spec (e.g. npz's path), defaulted to None in the registry
                 assert value == default or (isinstance(default, tuple) and list(default) == value), (name, key)
 

@@ -75,7 +75,19 @@ def test_long_tailed_counts_validates(args, match):
 
 
 def test_registry_contents():
-    assert set(DATASETS) == {"digits_lt", "synthetic_lt", "cifar10_lt", "cifar100_lt", "npz"}
+    assert set(DATASETS) == {
+        "digits_lt",
+        "synthetic_lt",
+        "cifar10_lt",
+        "cifar100_lt",
+        "npz",
+        "image_folder",
+        "file_list",
+        "tabular",
+    }
+    assert DATASETS["image_folder"].path_params == ("root",)
+    assert DATASETS["file_list"].path_params == ("root", "train", "val", "test", "class_names")
+    assert DATASETS["tabular"].path_params == ("train", "val", "test")
     assert DATASETS["cifar10_lt"].path_params == ("path",)
     assert DATASETS["npz"].path_params == ("path",)
     assert DATASETS["digits_lt"].path_params == ()

@@ -21,7 +21,8 @@ CASES = [
 
 
 def test_registry_and_exports():
-    assert set(MODELS) == {"mlp", "resnet32"}
+    assert set(MODELS) == {"mlp", "resnet32", "resnet18", "resnet34", "resnet50", "resnext50_32x4d", "timm"}
+    assert MODELS["resnet50"].defaults == {"normalized": False, "weights_path": None}
     assert MODELS["mlp"].defaults == {"hidden_sizes": [128], "dropout": 0.0, "normalized": False}
     assert MODELS["resnet32"].defaults == {"normalized": False}
     assert sorted(models.__all__) == sorted(
@@ -31,7 +32,9 @@ def test_registry_and_exports():
             "CifarResNet",
             "ModelInfo",
             "NormedLinear",
+            "ResNet",
             "create_model",
+            "load_backbone_weights",
             "mlp",
             "register_model",
             "resnet32",
@@ -126,7 +129,8 @@ def test_normed_linear():
 
 
 def test_unknown_model_lists_known():
-    with pytest.raises(KeyError, match=r"known models: \['mlp', 'resnet32'\]"):
+    known = r"\['mlp', 'resnet18', 'resnet32', 'resnet34', 'resnet50', 'resnext50_32x4d', 'timm'\]"
+    with pytest.raises(KeyError, match=r"known models: " + known):
         create_model("vit", 10, (3, 32, 32))
 
 

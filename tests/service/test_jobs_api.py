@@ -522,7 +522,7 @@ def test_catalogs(api: Api) -> None:
     datasets = {entry["name"]: entry for entry in api.client.get("/datasets").json()}
     assert datasets["npz"]["path_params"] == ["path"] and datasets["digits_lt"]["path_params"] == []
     models = {entry["name"] for entry in api.client.get("/models").json()}
-    assert models == {"mlp", "resnet32"}
+    assert models == {"mlp", "resnet32", "resnet18", "resnet34", "resnet50", "resnext50_32x4d", "timm:<arch>"}
 
 
 def test_openapi_documents_jobspec_body(api: Api) -> None:
