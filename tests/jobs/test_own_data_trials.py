@@ -20,7 +20,7 @@ from lt_core.engine import loader_options, shard_indices
 TRAIN = {"ant": 5, "bee": 3, "cat": 2}
 
 
-def image_folder(root: Path, test_per_class: int = 1) -> dict:
+def image_folder(root: Path, test_per_class: int = 2) -> dict:  # 2: one each for validation and test
     rng = np.random.default_rng(0)
     for split, counts in (("train", TRAIN), ("test", dict.fromkeys(TRAIN, test_per_class))):
         for c, n in counts.items():
