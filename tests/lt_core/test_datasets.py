@@ -723,3 +723,25 @@ def test_npz_with_its_own_validation_split(tmp_path):
     ):
         with pytest.raises(DatasetError, match=match):
             load_dataset("npz", path=_save_npz(tmp_path / "bad.npz", **arrays), num_classes=4)
+
+
+def test_digits_are_read_from_scikit_learns_file_without_importing_it():
+    """The bundled CSV read directly equals scikit-learn's ``load_digits`` (and saves importing scikit-learn)."""
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits
+
+    from lt_core.datasets import digits
+
+    assert digits._digits_csv() is not None
+    x, y = digits._digits()
+    data, target = load_digits(return_X_y=True)
+    np.testing.assert_array_equal(x, (data / 16.0).astype(np.float32))
+    np.testing.assert_array_equal(y, target)
+    code = (
+        "import sys; from lt_core.datasets import load_dataset; load_dataset('digits_lt'); "
+        "print('sklearn' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
