@@ -24,7 +24,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
-from jobs.results import METRICS_JSON, SELECTION_SCORE, is_better
+from jobs.results import METRICS_JSON, SELECTION_SCORE, VAL_PREFIX, is_better
 from lt_core.datasets import LTData, load_dataset, with_validation
 from lt_core.engine import (
     EpochShardSampler,
@@ -40,6 +40,7 @@ from lt_core.engine import (
     seed_everything,
     shard_indices,
 )
+from lt_core.inference import make_manifest
 from lt_core.losses import LOSSES
 from lt_core.models import create_model
 
@@ -210,6 +211,8 @@ def run_trial(trial: dict[str, Any], dataset: dict[str, Any], ctx: TrialContext 
     reduce = (lambda tensors: _all_reduce(tensors, ctx.world_size, ctx.device)) if ctx.world_size > 1 else None
     policy = CheckpointPolicy(ctx, history)
     score = SelectionScore(evaluation, history)
+    # the post-hoc variant is chosen on validation by the job's metric (without its val_ prefix)
+    posthoc_metric = str(evaluation.get("metric") or "balanced_accuracy").removeprefix(VAL_PREFIX)
 
     for epoch in range(start, cfg.epochs):
         metrics = run_epoch(
@@ -225,6 +228,8 @@ def run_trial(trial: dict[str, Any], dataset: dict[str, Any], ctx: TrialContext 
             device=ctx.device,
             reduce=reduce,
             val_loader=val_loader,
+            posthoc_metric=posthoc_metric,
+            posthoc_mode=evaluation.get("mode", "max"),
         )
         history.append(scalar_metrics(metrics))
         report = report_payload(metrics) | {SELECTION_SCORE: score.update(metrics)}
@@ -234,7 +239,9 @@ def run_trial(trial: dict[str, Any], dataset: dict[str, Any], ctx: TrialContext 
             ctx.report(report, None)
         elif ctx.rank == 0:
             with tempfile.TemporaryDirectory() as tmp:
-                save_checkpoint(Path(tmp) / CHECKPOINT_FILE, model, optimizer, epoch + 1, history)
+                manifest = make_manifest(cfg=cfg, data=data, metrics=metrics, class_counts=counts)
+                extra = {"manifest": manifest}
+                save_checkpoint(Path(tmp) / CHECKPOINT_FILE, model, optimizer, epoch + 1, history, extra)
                 ctx.report(report, tmp)  # [ray 2] report with a checkpoint
         else:
             ctx.report(report, None)
