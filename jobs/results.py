@@ -233,17 +233,29 @@ def finish_trial(t: dict[str, Any], metric: str, mode: str, selection_metric: st
     full = (t.get("full") or {}).get(int(row["epoch"])) or row
     t["best"] = {"epoch": int(row["epoch"]), "value": _number(row.get(metric)), "metrics": full}
     t["score"] = t["selection_value"] = _number(row.get(selection_metric))
-    t["posthoc"] = posthoc_block(row)
+    t["posthoc"] = posthoc_block(row, full if full is not row else None)
 
 
 POSTHOC = "posthoc_"
 POSTHOC_LA = "posthoc_la_"
 
 
-def posthoc_block(row: dict[str, Any]) -> dict[str, Any] | None:
-    """The post-hoc figures of one history row (see ``lt_core.engine.posthoc_metrics``), or None without them."""
+def posthoc_block(row: dict[str, Any], full: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The post-hoc figures of one history row (see ``lt_core.engine.posthoc_metrics``), or None without them.
+
+    The row holds the job metric of the chosen variants; with the epoch's ``full`` metrics (their post-hoc grids)
+    every metric of the chosen variants is filled in.
+    """
     if row.get("posthoc_method") is None:
         return None
+    grids = (full or {}).get("posthoc") or {}
+
+    def from_grid(method: str, tau: Any, split: str) -> dict[str, float | None]:
+        grid = (grids.get(split) or {}).get(method)
+        taus = grids.get("taus") or []
+        if not grid or tau not in taus:
+            return {}
+        return {k: _number(v) for k, v in grid[taus.index(tau)].items()}
 
     def figures(prefix: str, split: str) -> dict[str, float | None] | None:
         key = (VAL_PREFIX if split == "val" else "") + prefix
@@ -253,17 +265,23 @@ def posthoc_block(row: dict[str, Any]) -> dict[str, Any] | None:
         out = {k: v for k, v in out.items() if k not in ("method", "tau", "chosen_on")}
         return out or None
 
+    method, tau, la_tau = row["posthoc_method"], _number(row.get("posthoc_tau")), _number(row.get("posthoc_la_tau"))
+
+    def merged(prefix: str, split: str, m: str, t: float | None) -> dict[str, float | None] | None:
+        out = {**from_grid(m, t, split), **(figures(prefix, split) or {})}
+        return out or None
+
     return {
-        "method": row["posthoc_method"],
-        "tau": _number(row.get("posthoc_tau")),
+        "method": method,
+        "tau": tau,
         "chosen_on": row.get("posthoc_chosen_on"),
-        "val": figures(POSTHOC, "val"),
-        "test": figures(POSTHOC, "test") or {},
+        "val": merged(POSTHOC, "val", method, tau),
+        "test": merged(POSTHOC, "test", method, tau) or {},
         "la": {
             "method": "logit_adjustment",
-            "tau": _number(row.get("posthoc_la_tau")),
-            "val": figures(POSTHOC_LA, "val"),
-            "test": figures(POSTHOC_LA, "test") or {},
+            "tau": la_tau,
+            "val": merged(POSTHOC_LA, "val", "logit_adjustment", la_tau),
+            "test": merged(POSTHOC_LA, "test", "logit_adjustment", la_tau) or {},
         },
     }
 

@@ -397,9 +397,10 @@ def posthoc_metrics(
     - The variant is chosen on validation by ``metric`` (``balanced_accuracy`` when the metric is not one of
       ``POSTHOC_METRICS``); without a validation split it is not chosen at all but fixed to logit adjustment at
       tau = 1 (the prior's own scale), ``posthoc_chosen_on: "default"``.
-    - Scalars: ``posthoc_method``, ``posthoc_tau``, ``posthoc_chosen_on``, ``posthoc_<m>`` / ``val_posthoc_<m>``
-      for the best variant of any method, and ``posthoc_la_tau``, ``posthoc_la_<m>`` / ``val_posthoc_la_<m>`` for
-      the best logit adjustment alone ("CE + post-hoc LA" on the control).
+    - Scalars (few: they go into every history row): ``posthoc_method``, ``posthoc_tau``, ``posthoc_chosen_on``,
+      ``posthoc_<metric>`` / ``val_posthoc_<metric>`` for the best variant of any method, and ``posthoc_la_tau``,
+      ``posthoc_la_<metric>`` / ``val_posthoc_la_<metric>`` for the best logit adjustment alone ("CE + post-hoc LA"
+      on the control). The other metrics of every variant are in the grids.
     """
     key = metric if metric in POSTHOC_METRICS else "balanced_accuracy"
     taus = list(test.taus)
@@ -426,10 +427,9 @@ def posthoc_metrics(
     }
     for prefix, (method, tau) in (("posthoc_", chosen), ("posthoc_la_", chosen_la)):
         i = taus.index(tau)
-        for name in POSTHOC_METRICS:
-            out[f"{prefix}{name}"] = test_grid[method][i][name]
-            if val_grid is not None:
-                out[f"{VAL_PREFIX}{prefix}{name}"] = val_grid[method][i][name]
+        out[f"{prefix}{key}"] = test_grid[method][i][key]
+        if val_grid is not None:
+            out[f"{VAL_PREFIX}{prefix}{key}"] = val_grid[method][i][key]
     return out
 
 
