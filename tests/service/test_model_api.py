@@ -1,0 +1,190 @@
+"""The model out over the API: download (checkpoint, exported), predict, delete; real app, SQLite/PostgreSQL store.
+
+A real trial (``jobs.train.run_trial``, plain PyTorch) trains the job's control on digits; its checkpoints are laid
+out under the storage path as Tune lays them out, and its reports are sent as the driver sends them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+
+import pytest
+import torch
+from conftest import ALICE, BACKENDS, BOB, Api
+from pg import db_url_for
+
+from jobs.results import METRICS_JSON, ResultCollector
+from jobs.spec import JobSpec
+from jobs.train import TrialContext, run_trial, trial_data
+from jobs.tune import plan_trials
+from lt_core import load_model
+from lt_core.inference import predict_logits
+from lt_core.metrics import EvalAccumulator
+
+DIGITS = {"name": "digits_lt", "imbalance_factor": 20, "seed": 0}
+SPEC = {
+    "name": "model-api",
+    "dataset": DIGITS,
+    "model": {"name": "mlp", "hidden_sizes": [32]},
+    "losses": [{"name": "logit_adjusted"}],
+    "train": {"epochs": 3, "batch_size": 64, "lr": 0.1},
+    "scaling": {"cpus_per_worker": 0.99},
+}
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path) -> str:
+    return db_url_for(request.param, request, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def control_run(tmp_path_factory):
+    """The control trial trained once: its reports and checkpoint folders (epoch -> folder)."""
+    spec = JobSpec.model_validate(SPEC)
+    trial = plan_trials(spec)[0]
+    root = tmp_path_factory.mktemp("ckpts")
+    reports, folders = [], {}
+
+    def report(metrics, checkpoint_dir):
+        full = json.loads(metrics[METRICS_JSON])
+        reports.append(full)
+        if checkpoint_dir:
+            folders[full["epoch"]] = shutil.copytree(checkpoint_dir, root / f"checkpoint_{full['epoch']:06d}")
+
+    run_trial(trial, DIGITS, TrialContext(report=report, checkpoint_metric=spec.selection_metric))
+    return {"spec": spec, "trial": trial, "reports": reports, "folders": folders}
+
+
+def _events(run, trial_id="t1"):
+    trial = run["trial"]
+    events = [
+        {
+            "type": "trial_started",
+            "trial_id": trial_id,
+            "branch": "control",
+            "branch_index": -1,
+            "is_control": True,
+            "config": trial["config"],
+        }
+    ]
+    events += [{"type": "epoch", "trial_id": trial_id, "epoch": m["epoch"], "metrics": m} for m in run["reports"]]
+    events.append({"type": "trial_finished", "trial_id": trial_id, "status": "succeeded", "error": None})
+    return events
+
+
+def _finished_job(api: Api, run, *, finish: bool, headers=None) -> str:
+    job_id = api.start(SPEC, headers=headers)
+    storage = api.service.settings.storage_path
+    for epoch, folder in run["folders"].items():
+        shutil.copytree(folder, storage / f"tune-{job_id}" / "trial_t1" / f"checkpoint_{epoch:06d}")
+    (storage / job_id).mkdir(parents=True, exist_ok=True)
+    (storage / job_id / "events.jsonl").write_text("{}\n")
+    events = _events(run)
+    if finish:
+        collector = ResultCollector(run["spec"])
+        for e in events:
+            collector.apply(e)
+        events.append({"type": "job_finished", "result": collector.result()})
+    r = api.send(job_id, [{"seq": i + 1, **e} for i, e in enumerate(events)])
+    assert r.status_code == 200, r.text
+    return job_id
+
+
+def test_download_reproduces_the_reported_balanced_accuracy(api: Api, control_run, tmp_path) -> None:
+    job_id = _finished_job(api, control_run, finish=True)
+    result = api.client.get(f"/jobs/{job_id}/results").json()
+    trial = result["trials"][0]
+    r = api.client.get(f"/jobs/{job_id}/model")
+    assert r.status_code == 200, r.text
+    assert r.headers["x-longtail-epoch"] == str(trial["selected"]["epoch"])
+    (tmp_path / "m.pt").write_bytes(r.content)
+    model, manifest = load_model(tmp_path / "m.pt")
+    assert manifest["job_id"] == job_id and manifest["trial_id"] == "t1"
+    assert manifest["posthoc"]["tau"] == trial["posthoc"]["tau"]
+    data = trial_data(DIGITS, control_run["trial"]["evaluation"])
+    x = torch.stack([data.test[i][0] for i in range(len(data.test))])
+    for posthoc, reported in (
+        ("none", trial["selected"]["test"]["balanced_accuracy"]),
+        ("auto", trial["posthoc"]["test"]["balanced_accuracy"]),
+    ):
+        acc = EvalAccumulator(10)
+        acc.update(predict_logits(model, manifest, x, posthoc=posthoc), data.test_targets)
+        assert abs(acc.compute(manifest["class_counts"])["balanced_accuracy"] - reported) <= 1e-6, posthoc
+    # the same trial by id, and the exported program with its manifest
+    assert api.client.get(f"/jobs/{job_id}/trials/t1/model").content == r.content
+    exported = api.client.get(f"/jobs/{job_id}/model", params={"format": "exported"})
+    assert exported.status_code == 200 and exported.headers["content-type"] == "application/zip"
+    import zipfile
+
+    with zipfile.ZipFile(io.BytesIO(exported.content)) as z:
+        assert set(z.namelist()) == {"model.pt2", "manifest.json"}
+        (tmp_path / "m.pt2").write_bytes(z.read("model.pt2"))
+    program = torch.export.load(str(tmp_path / "m.pt2")).module()
+    assert torch.allclose(program(x[:9]), predict_logits(model, manifest, x[:9], posthoc="none"), atol=1e-5)
+    bad = api.client.get(f"/jobs/{job_id}/model", params={"format": "onnx"})
+    assert bad.status_code == 422
+    assert api.client.get(f"/jobs/{job_id}/trials/nope/model").status_code == 404
+
+
+def test_model_is_409_without_a_finished_trial(api: Api) -> None:
+    job_id = api.start(SPEC)
+    r = api.client.get(f"/jobs/{job_id}/model")
+    assert r.status_code == 409 and r.json()["error"]["code"] == "no_model"
+    assert api.client.post(f"/jobs/{job_id}/predict", json={"rows": [[0.0] * 64]}).status_code == 409
+
+
+def test_predict_answers_top_k_and_rejects_bad_shapes_and_big_batches(make_api, settings, control_run) -> None:
+    api = make_api(settings.model_copy(update={"max_predict_rows": 4}))
+    job_id = _finished_job(api, control_run, finish=False)  # a running job with a finished trial
+    data = trial_data(DIGITS, control_run["trial"]["evaluation"])
+    rows = [data.test[i][0].tolist() for i in range(3)]
+    r = api.client.post(f"/jobs/{job_id}/predict", json={"rows": rows, "top_k": 3, "posthoc": "none"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["trial_id"] == "t1" and len(body["predictions"]) == 3
+    top = body["predictions"][0]["top"]
+    assert len(top) == 3 and top[0]["probability"] >= top[1]["probability"] >= top[2]["probability"]
+    assert top[0]["name"] == str(top[0]["index"])
+    tau = api.client.post(f"/jobs/{job_id}/predict", json={"rows": rows, "posthoc": 2.0}).json()
+    assert tau["posthoc"] == {"method": "logit_adjustment", "tau": 2.0}
+    wrong = api.client.post(f"/jobs/{job_id}/predict", json={"rows": [[0.0] * 63]})
+    assert wrong.status_code == 422 and "(N, 64)" in wrong.json()["error"]["message"]
+    big = api.client.post(f"/jobs/{job_id}/predict", json={"rows": [[0.0] * 64] * 5})
+    assert big.status_code == 413 and "limit of 4" in big.json()["error"]["message"]
+    assert api.client.post(f"/jobs/{job_id}/predict", json={"rows": []}).status_code == 422
+    assert api.client.post(f"/jobs/{job_id}/predict", json={"rows": [["x"]]}).status_code == 422
+
+
+def test_other_owner_gets_404(make_api, auth_settings, control_run) -> None:
+    api = make_api(auth_settings)
+    alice, bob = {"Authorization": f"Bearer {ALICE}"}, {"Authorization": f"Bearer {BOB}"}
+    job_id = _finished_job(api, control_run, finish=True, headers=alice)
+    assert api.client.get(f"/jobs/{job_id}/model", headers=alice).status_code == 200
+    for r in (
+        api.client.get(f"/jobs/{job_id}/model", headers=bob),
+        api.client.get(f"/jobs/{job_id}/trials/t1/model", headers=bob),
+        api.client.post(f"/jobs/{job_id}/predict", json={"rows": [[0.0] * 64]}, headers=bob),
+        api.client.delete(f"/jobs/{job_id}", headers=bob),
+    ):
+        assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+    assert api.client.get(f"/jobs/{job_id}", headers=alice).status_code == 200  # bob's DELETE did nothing
+
+
+def test_delete_removes_files_and_rows_and_is_409_while_running(api: Api, control_run) -> None:
+    storage = api.service.settings.storage_path
+    running = _finished_job(api, control_run, finish=False)
+    r = api.client.delete(f"/jobs/{running}")
+    assert r.status_code == 409 and r.json()["error"]["code"] == "illegal_transition"
+    assert (storage / f"tune-{running}").is_dir()
+    job_id = _finished_job(api, control_run, finish=True)
+    r = api.client.delete(f"/jobs/{job_id}")
+    assert r.status_code == 200, r.text
+    assert sorted(r.json()["removed"]) == sorted([job_id, f"tune-{job_id}"])
+    assert not (storage / job_id).exists() and not (storage / f"tune-{job_id}").exists()
+    assert api.client.get(f"/jobs/{job_id}").status_code == 404
+    assert api.service.store.trial_rows(job_id) == [] and api.service.store.epoch_rows(job_id) == []
+    assert api.service.store.events_after(job_id) == []
+    assert api.client.delete(f"/jobs/{job_id}").status_code == 404
+    assert (storage / f"tune-{running}").is_dir()  # the other job's files stay
