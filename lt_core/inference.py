@@ -35,6 +35,7 @@ __all__ = [
     "model_from_manifest",
     "predict",
     "prepare_inputs",
+    "read_inputs",
     "save_model",
 ]
 
@@ -49,23 +50,29 @@ class InputError(ValueError):
 def input_spec(data: Any) -> dict[str, Any]:
     """The input spec of an ``LTData``: shape, dtype and the preprocessing its items went through.
 
-    An image dataset (3-d input shape) whose test split normalises with ``mean``/``std`` (see
-    ``lt_core.datasets.cifar``) records ``{"kind": "image", "size": [H, W], "scale": 1/255, "mean", "std"}``, so raw
-    image files can be preprocessed the same way. Any other dataset's rows are model-ready: ``{"kind": "none"}``.
+    - A dataset that states its preprocessing (an ``LTData.preprocessing`` dict, e.g. ``{"kind": "image", "size":
+      [H, W], "channels": C, "scale": 1/255, "mean": [...], "std": [...]}``) keeps it: image files are then read,
+      resized, scaled and normalised that way (``load_images``).
+    - A 3-d input whose test split normalises with ``mean``/``std`` (``lt_core.datasets.cifar``) is such an image
+      dataset (uint8 pixels scaled by 1/255, then normalised).
+    - Any other dataset's rows are model-ready: ``{"kind": "none"}`` (inputs are given as rows).
     """
     shape = [int(s) for s in data.input_shape]
     preprocessing: dict[str, Any] = {"kind": "none"}
+    stated = getattr(data, "preprocessing", None)
     dataset = data.test
     while hasattr(dataset, "dataset"):  # Subset wrappers
         dataset = dataset.dataset
     transform = getattr(dataset, "transform", None)
-    if len(shape) == 3:
+    if isinstance(stated, dict):
+        preprocessing = dict(stated)
+    elif (
+        len(shape) == 3 and getattr(transform, "mean", None) is not None and getattr(transform, "std", None) is not None
+    ):
         preprocessing = {"kind": "image", "size": shape[1:], "channels": shape[0], "scale": 1 / 255}
         for name in ("mean", "std"):
-            value = getattr(transform, name, None)
-            if value is not None:
-                preprocessing[name] = [float(v) for v in torch.as_tensor(value).reshape(-1)]
-    return {"shape": shape, "dtype": "float32", "preprocessing": preprocessing}
+            preprocessing[name] = [float(v) for v in torch.as_tensor(getattr(transform, name)).reshape(-1)]
+    return {"shape": shape, "dtype": "float32", "preprocessing": _jsonable(preprocessing)}
 
 
 def make_manifest(
@@ -180,6 +187,56 @@ def load_images(paths: Sequence[str | os.PathLike[str]], manifest: dict[str, Any
             x = (x - torch.tensor(pre["mean"]).view(-1, 1, 1)) / torch.tensor(pre["std"]).view(-1, 1, 1)
         out.append(x)
     return torch.stack(out) if out else torch.zeros(0, channels, h, w)
+
+
+def read_inputs(path: str | os.PathLike[str], manifest: dict[str, Any]) -> tuple[list[str], Any]:
+    """``(names, inputs)`` of an input file or folder, for ``predict``.
+
+    - ``.npz``: the array ``x`` (or the only array), one row per input; names are row numbers.
+    - ``.csv``: numeric rows (a non-numeric first line is a header and skipped).
+    - ``.parquet``: every column numeric (needs pandas with a parquet engine).
+    - an image file, or a folder of them (sorted; for image models): names are the file names.
+
+    Raises:
+        InputError: a missing file, an unknown suffix, or images for a model that takes rows.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+    if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else [path]
+        if not files:
+            raise InputError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)})")
+        if manifest["input"]["preprocessing"].get("kind") != "image":
+            raise InputError(
+                f"{path}: this model takes rows of shape {manifest['input']['shape']} (.npz, .csv or .parquet), "
+                "not image files"
+            )
+        return [p.name for p in files], [str(p) for p in files]
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            keys = list(z.keys())
+            if "x" not in keys and len(keys) != 1:
+                raise InputError(f"{path}: expected an array named 'x' (or a single array), found {keys}")
+            rows = np.asarray(z["x" if "x" in keys else keys[0]], dtype=np.float32)
+    elif suffix == ".csv":
+        lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+        try:
+            float(lines[0].split(",")[0]) if lines else None
+        except ValueError:
+            lines = lines[1:]  # a header
+        try:
+            rows = np.array([[float(v) for v in ln.split(",")] for ln in lines], dtype=np.float32)
+        except ValueError as e:
+            raise InputError(f"{path}: rows must be numbers separated by commas ({e})") from None
+    elif suffix == ".parquet":
+        import pandas as pd
+
+        rows = pd.read_parquet(path).to_numpy(dtype=np.float32)
+    else:
+        raise InputError(f"{path}: unknown input type {suffix!r}; use .npz, .csv, .parquet, an image or a folder")
+    return [str(i) for i in range(len(rows))], rows
 
 
 def prepare_inputs(inputs: Any, manifest: dict[str, Any]) -> Tensor:

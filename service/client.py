@@ -556,6 +556,47 @@ class Client(_Base):
     def logs(self, job_id: str, tail: int = 200) -> str:
         return self._request("GET", f"/jobs/{job_id}/logs", params={"tail": tail}).text
 
+    def download_model(
+        self,
+        job_id: str,
+        path: str | os.PathLike[str],
+        *,
+        trial_id: str | None = None,
+        format: str = "checkpoint",  # noqa: A002 - the query name
+    ) -> Path:
+        """Save the job's model (best finished trial at its selected epoch, or ``trial_id``'s) to ``path``.
+
+        ``format="checkpoint"``: a model file for ``lt_core.load_model``; ``"exported"``: a zip of a ``torch.export``
+        program (``model.pt2``) and ``manifest.json``. ``Conflict`` while no trial has finished.
+        """
+        route = f"/jobs/{job_id}/model" if trial_id is None else f"/jobs/{job_id}/trials/{trial_id}/model"
+        data = self._request("GET", route, params={"format": format}).content
+        target = Path(path)
+        target.write_bytes(data)
+        return target
+
+    def predict(
+        self,
+        job_id: str,
+        rows: Any,
+        *,
+        trial_id: str | None = None,
+        posthoc: str | float = "auto",
+        top_k: int = 5,
+    ) -> dict[str, Any]:
+        """Top-k classes per row from the job's model on the service (rows: the input shape, flattened)."""
+        import numpy as np
+
+        body: dict[str, Any] = {"rows": np.asarray(rows, dtype=float).reshape(len(rows), -1).tolist(), "top_k": top_k}
+        body["posthoc"] = posthoc
+        if trial_id is not None:
+            body["trial_id"] = trial_id
+        return self._json("POST", f"/jobs/{job_id}/predict", json=body, idempotent=True)
+
+    def delete(self, job_id: str) -> dict[str, Any]:
+        """Delete a finished job with its checkpoints and rows (``Conflict`` while it is queued or running)."""
+        return self._json("DELETE", f"/jobs/{job_id}", idempotent=False)
+
     def wait(self, job_id: str, timeout: float | None = None, on_progress: ProgressCallback | None = None) -> Job:
         """Block until the job finished (following its events, else polling); return the final ``Job``.
 

@@ -188,3 +188,97 @@ def test_delete_removes_files_and_rows_and_is_409_while_running(api: Api, contro
     assert api.service.store.events_after(job_id) == []
     assert api.client.delete(f"/jobs/{job_id}").status_code == 404
     assert (storage / f"tune-{running}").is_dir()  # the other job's files stay
+
+
+def test_cli_predict_on_npz_and_csv_and_delete(control_run, tmp_path, capsys) -> None:
+    import httpx
+    import numpy as np
+
+    from service.cli import main
+    from tests.service.test_client import LiveServer, make_settings
+
+    server = LiveServer(make_settings(tmp_path / "svc")).start()
+    try:
+        job_id = httpx.post(f"{server.url}/jobs", json=SPEC).json()["id"]
+        storage = server.settings.storage_path
+        for epoch, folder in control_run["folders"].items():
+            shutil.copytree(folder, storage / f"tune-{job_id}" / "trial_t1" / f"checkpoint_{epoch:06d}")
+        collector = ResultCollector(control_run["spec"])
+        events = _events(control_run)
+        for e in events:
+            collector.apply(e)
+        events.append({"type": "job_finished", "result": collector.result()})
+        server.send(job_id, [{"seq": i + 1, **e} for i, e in enumerate(events)])
+        data = trial_data(DIGITS, control_run["trial"]["evaluation"])
+        x = np.stack([data.test[i][0].numpy() for i in range(6)])
+        np.savez(tmp_path / "rows.npz", x=x)
+        np.savetxt(tmp_path / "rows.csv", x, delimiter=",", header=",".join(f"f{i}" for i in range(64)), comments="")
+        base = ["--url", server.url]
+        assert main([*base, "predict", job_id, str(tmp_path / "rows.npz"), "--top-k", "2"]) == 0
+        out, err = capsys.readouterr()
+        lines = out.strip().splitlines()
+        assert len(lines) == 6 and all(len(ln.split("\t")[1].split()) == 2 for ln in lines)
+        assert f"job {job_id} trial t1" in err and "post-hoc:" in err
+        # the printed top class is the local model's argmax with the chosen adjustment
+        r = httpx.get(f"{server.url}/jobs/{job_id}/model")
+        (tmp_path / "m.pt").write_bytes(r.content)
+        model, manifest = load_model(tmp_path / "m.pt")
+        top = predict_logits(model, manifest, x, posthoc="auto").argmax(1).tolist()
+        assert [ln.split("\t")[1].split()[0].split(":")[0] for ln in lines] == [str(c) for c in top]
+        assert main([*base, "predict", job_id, str(tmp_path / "rows.csv"), "--csv", "--posthoc", "none"]) == 0
+        out, _ = capsys.readouterr()
+        rows = out.strip().splitlines()
+        assert rows[0] == "input,rank,class,probability" and len(rows) == 1 + 6 * 5
+        raw = predict_logits(model, manifest, x, posthoc="none").argmax(1).tolist()
+        assert [r.split(",")[2] for r in rows[1::5]] == [str(c) for c in raw]
+        # a folder of images for a model that takes rows: one clear error line
+        (tmp_path / "imgs").mkdir()
+        (tmp_path / "imgs" / "a.png").write_bytes(b"not really")
+        assert main([*base, "predict", job_id, str(tmp_path / "imgs")]) == 1
+        err = capsys.readouterr().err
+        assert "takes rows of shape [64]" in err and "Traceback" not in err
+        assert main([*base, "delete", job_id]) == 0
+        assert f"job {job_id} deleted" in capsys.readouterr().out
+        assert not (storage / f"tune-{job_id}").exists()
+    finally:
+        server.stop()
+
+
+def test_predict_reads_a_folder_of_images_as_the_manifest_says(tmp_path) -> None:
+    from PIL import Image
+
+    from lt_core.inference import load_images, predict, read_inputs
+    from lt_core.models import create_model
+
+    manifest = {
+        "model": {"name": "mlp", "params": {"hidden_sizes": [8]}},
+        "num_classes": 3,
+        "class_names": ["a", "b", "c"],
+        "class_counts": [50, 10, 2],
+        "input": {
+            "shape": [3, 4, 4],
+            "preprocessing": {
+                "kind": "image",
+                "size": [4, 4],
+                "channels": 3,
+                "scale": 1 / 255,
+                "mean": [0.5] * 3,
+                "std": [0.25] * 3,
+            },
+        },
+        "posthoc": {"method": "logit_adjustment", "tau": 1.0},
+    }
+    (tmp_path / "imgs").mkdir()
+    for name, color in (("b.png", (255, 0, 0)), ("a.png", (0, 0, 255))):
+        Image.new("RGB", (9, 7), color).save(tmp_path / "imgs" / name)
+    names, paths = read_inputs(tmp_path / "imgs", manifest)
+    assert names == ["a.png", "b.png"]
+    x = load_images(paths, manifest)
+    assert x.shape == (2, 3, 4, 4)
+    assert torch.allclose(x[0, 2], torch.full((4, 4), (1 - 0.5) / 0.25)) and torch.allclose(
+        x[0, 0], torch.full((4, 4), -2.0)
+    )
+    model = create_model("mlp", 3, (3, 4, 4), hidden_sizes=[8])
+    probs = predict(model, manifest, paths)
+    assert probs.shape == (2, 3) and torch.allclose(probs, predict(model, manifest, x))
+    assert torch.allclose(probs, predict(model, manifest, x.reshape(2, -1)))  # flat rows of the same shape
