@@ -324,8 +324,10 @@ def _posthoc_row(
         "gain_vs_raw": _mean(vs_raw),
         "gain": _mean(vs_control) if vs_control else None,
         "gain_ci95": student_t_ci95(vs_control) if vs_control else None,
+        "gain_std": statistics.stdev(vs_control) if len(vs_control) > 1 else None,
         "n_seeds": len(values),
         "n_pairs": len(vs_control),
+        "metrics": _mean_metrics([block_of(t).get("test") or {} for t, _ in values]),
     }
 
 

@@ -205,6 +205,8 @@ def results_table(results: Results) -> str:
     rows = []
     for r in results.rows():
         name = "control (ce)" if r["is_control"] else str(r["branch"])
+        if r.get("is_posthoc"):
+            name = f"CE + post-hoc LA (tau {r['config'].get('tau')})"
         if r["trial_id"] is not None and r["trial_id"] == best_id:
             name += " *"
         if r.get("significant"):
@@ -239,6 +241,11 @@ def results_table(results: Results) -> str:
         f"Test accuracy (%) {shown}. Gain: mean ± std of the paired differences with the control of the same seed.",
         selection_note(results),
     ]
+    if any(r.get("is_posthoc") for r in results.rows()):
+        notes.append(
+            "CE + post-hoc LA: the control's logits adjusted by -tau log(prior), tau chosen on validation per seed; "
+            "its gain is over the raw control."
+        )
     if any(r.get("significant") for r in results.rows()):
         notes.append("! the 95% confidence interval of the gain excludes 0.")
     if best_id is not None:

@@ -268,6 +268,9 @@ class Results(JobResults):
                         row[key] = sum(values) / len(values)
             row.update(n_seeds=len(seeds), config=_without_identity(row["config"]))
             rows.append(row)
+            posthoc = self.get("control_posthoc")
+            if posthoc:  # "CE + post-hoc LA": the control's own logit adjustment, tau chosen on validation
+                rows.append(_posthoc_row(posthoc, control, self.metric))
         for b in self.branches:
             trial = self.trial(b.get("best_trial_id")) or {}
             metrics = b.get("best_metrics") or ((trial.get("best") or {}).get("metrics")) or {}
@@ -297,6 +300,28 @@ class Results(JobResults):
 
 
 SHOT_KEYS = ("many_shot_accuracy", "medium_shot_accuracy", "few_shot_accuracy")
+POSTHOC_LA_BRANCH = "ce+posthoc-la"
+
+
+def _posthoc_row(posthoc: dict[str, Any], control: dict[str, Any], metric: str) -> dict[str, Any]:
+    """The table row of the control with post-hoc logit adjustment; its gain is over the raw control."""
+    metrics = posthoc.get("metrics") or {}
+    ci = posthoc.get("gain_ci95")
+    row = _row(POSTHOC_LA_BRANCH, control, metric, gain=posthoc.get("gain"), metrics=metrics)
+    row.update(
+        best_value=posthoc.get("test_mean"),
+        n_seeds=posthoc.get("n_seeds"),
+        test_std=posthoc.get("test_std"),
+        gain_std=posthoc.get("gain_std"),
+        gain_ci95_lo=ci[0] if ci else None,
+        gain_ci95_hi=ci[1] if ci else None,
+        significant=bool(ci and (ci[0] > 0 or ci[1] < 0)),
+        config={**_without_identity(row["config"]), "posthoc": "logit_adjustment", "tau": posthoc.get("tau")},
+        is_posthoc=True,
+    )
+    if metric not in metrics and posthoc.get("test_mean") is not None:
+        row[metric] = posthoc["test_mean"]
+    return row
 
 
 def _without_identity(config: dict[str, Any]) -> dict[str, Any]:

@@ -282,3 +282,26 @@ def test_predict_reads_a_folder_of_images_as_the_manifest_says(tmp_path) -> None
     probs = predict(model, manifest, paths)
     assert probs.shape == (2, 3) and torch.allclose(probs, predict(model, manifest, x))
     assert torch.allclose(probs, predict(model, manifest, x.reshape(2, -1)))  # flat rows of the same shape
+
+
+def test_results_table_shows_the_control_with_posthoc_la(control_run) -> None:
+    from service.cli import results_table
+    from service.client import Results
+
+    collector = ResultCollector(control_run["spec"])
+    for e in _events(control_run):
+        collector.apply(e)
+    result = collector.result()
+    ph = result["control_posthoc"]
+    control = result["trials"][0]
+    assert ph["tau"] == control["posthoc"]["la"]["tau"] and ph["n_seeds"] == 1
+    la_test = control["posthoc"]["la"]["test"]["balanced_accuracy"]
+    assert ph["test_mean"] == pytest.approx(la_test)
+    assert ph["gain"] == pytest.approx(la_test - control["selected"]["test"]["balanced_accuracy"])
+    results = Results.from_payload({"job_id": "job_x", "status": "succeeded", "complete": True, **result})
+    rows = results.rows()
+    assert [r["branch"] for r in rows[:2]] == ["control", "ce+posthoc-la"]
+    assert rows[1]["balanced_accuracy"] == pytest.approx(la_test)
+    table = results_table(results)
+    line = next(ln for ln in table.splitlines() if ln.startswith("CE + post-hoc LA"))
+    assert f"{100 * la_test:.1f}" in line and f"tau {ph['tau']}" in line
