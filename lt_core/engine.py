@@ -591,6 +591,7 @@ def fit(
     device: torch.device | str = "cpu",
     stop_after: int | None = None,
     deterministic: bool = False,
+    posthoc: bool = True,
 ) -> list[dict[str, Any]]:
     """Train ``cfg`` on ``data`` (an ``lt_core.datasets.LTData``); returns the per-epoch history.
 
@@ -600,7 +601,8 @@ def fit(
     groups, calibration, ``train_loss``, ``lr``, ``epoch_time_s``). With ``checkpoint_path`` a checkpoint is
     written after every epoch; ``resume_from`` continues from one. ``stop_after`` ends the run early after that
     many epochs in total (for tests of resume). On CUDA, ``configure_device(device, deterministic=...)`` sets the
-    speed flags and the loaders follow ``loader_options``.
+    speed flags and the loaders follow ``loader_options``. ``posthoc=False`` skips the post-hoc grid
+    (``posthoc_metrics``) at each evaluation.
     """
     from lt_core.models import create_model
 
@@ -641,6 +643,7 @@ def fit(
             epoch,
             device=device,
             val_loader=val_loader,
+            posthoc=posthoc,
         )
         history.append(scalar_metrics(metrics))
         if checkpoint_path is not None:

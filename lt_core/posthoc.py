@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
 from lt_core.metrics import metrics_from_confusion
@@ -60,6 +59,14 @@ def linear_head(model: nn.Module) -> nn.Linear | None:
     return head if type(head) is nn.Linear else None
 
 
+def _head_stats(head: nn.Linear, like: Tensor) -> tuple[Tensor, Tensor]:
+    """Row norms ``(K,)`` of the head's weight and its bias (zeros without one), as ``like``'s dtype and device."""
+    weight = head.weight.detach()
+    norms = weight.float().norm(dim=1).clamp(min=1e-12).to(like.device, like.dtype)
+    bias = torch.zeros_like(norms) if head.bias is None else head.bias.detach().to(like.device, like.dtype)
+    return norms, bias
+
+
 def adjust_logits(
     logits: Tensor,
     method: str,
@@ -73,12 +80,12 @@ def adjust_logits(
 
     Args:
         logits: ``(N, K)`` raw logits.
-        method: ``logit_adjustment`` (needs ``prior`` = ``log_prior(counts)``) or ``tau_norm`` (needs ``features``,
-            the classifier's ``(N, D)`` input, and ``head``).
+        method: ``logit_adjustment`` (needs ``prior`` = ``log_prior(counts)``) or ``tau_norm`` (needs ``head``: the
+            logits of the rescaled rows follow from the raw ones, ``(z_c - b_c) / ||w_c||^tau + b_c``).
         tau: The strength.
         prior: ``(K,)`` log class prior.
-        features: ``(N, D)``.
-        head: The linear classifier.
+        features: Unused (kept for callers that pass the classifier's input).
+        head: The linear classifier that produced ``logits``.
     """
     if tau == 0:
         return logits
@@ -87,12 +94,11 @@ def adjust_logits(
             raise ValueError("logit_adjustment needs the log class prior")
         return logits - tau * prior.to(logits.device, logits.dtype)
     if method == "tau_norm":
-        if head is None or features is None:
-            raise ValueError("tau_norm needs a linear head and the features")
-        weight = head.weight.detach().float()
-        weight = weight / weight.norm(dim=1, keepdim=True).clamp(min=1e-12).pow(tau)
-        bias = None if head.bias is None else head.bias.detach().float()
-        return F.linear(features.float().to(weight.device), weight, bias).to(logits.device)
+        if head is None:
+            raise ValueError("tau_norm needs the model's linear head")
+        norms, bias = _head_stats(head, logits)
+        # w_c / ||w_c||^tau scales the head's row c: (z_c - b_c) / ||w_c||^tau + b_c, no second matmul needed
+        return (logits - bias) / norms.pow(torch.tensor(float(tau), dtype=norms.dtype)) + bias
     raise ValueError(f"unknown post-hoc method {method!r}; known: {list(METHODS)}")
 
 
@@ -121,20 +127,27 @@ class PosthocAccumulator:
 
     @torch.no_grad()
     def update(self, logits: Tensor, target: Tensor, features: Tensor | None = None) -> None:
-        """Add a batch: ``logits`` (N, K) raw, ``target`` (N,), ``features`` (N, D) for tau-normalisation."""
+        """Add a batch: ``logits`` (N, K) raw, ``target`` (N,), ``features`` (N, D) for tau-normalisation.
+
+        Every tau of a method in one pass: ``(T, N, K)`` adjusted logits, one argmax and one bincount.
+        """
         k = self.num_classes
         logits = logits.detach().to("cpu", torch.float32)
         target = target.detach().to("cpu", torch.int64)
         raw_pred = logits.log_softmax(dim=1).argmax(dim=1)  # as EvalAccumulator predicts: tau = 0 is exactly raw
+        taus = torch.tensor(self.taus, dtype=torch.float32)
+        offsets = torch.arange(len(self.taus)).view(-1, 1) * (k * k)
         for m, method in enumerate(self.methods):
-            for i, tau in enumerate(self.taus):
-                if tau == 0:
-                    pred = raw_pred
-                else:
-                    z = adjust_logits(logits, method, tau, prior=self.prior, features=features, head=self.head)
-                    pred = z.argmax(dim=1).cpu()
-                self.confusion[m, i] += torch.bincount(target * k + pred, minlength=k * k).view(k, k)
-
+            if method == "logit_adjustment":
+                z = logits.unsqueeze(0) - taus.view(-1, 1, 1) * self.prior.view(1, 1, -1)
+            else:
+                norms, bias = _head_stats(self.head, logits)
+                z = (logits - bias).unsqueeze(0) / norms.view(1, 1, -1).pow(taus.view(-1, 1, 1)) + bias
+            pred = z.argmax(dim=2)  # (T, N)
+            pred[taus == 0] = raw_pred
+            index = (offsets + target.view(1, -1) * k + pred).reshape(-1)
+            counts = torch.bincount(index, minlength=len(self.taus) * k * k).view(len(self.taus), k, k)
+            self.confusion[m] += counts.to(self.confusion.device)
     def tensors(self) -> list[Tensor]:
         """The summable state, by reference."""
         return [self.confusion]

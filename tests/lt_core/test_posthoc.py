@@ -49,7 +49,7 @@ def test_adjustments_follow_their_formulas():
     features = torch.randn(32, 4)
     w = head.weight.detach()
     expected = F.linear(features, w / w.norm(dim=1, keepdim=True), head.bias.detach())
-    assert torch.allclose(adjust_logits(head(features), "tau_norm", 1.0, features=features, head=head), expected)
+    assert torch.allclose(adjust_logits(head(features), "tau_norm", 1.0, head=head), expected, atol=1e-6)
     # The accumulator counts exactly the argmax of each variant.
     target = torch.randint(0, 3, (32,))
     acc = PosthocAccumulator(3, counts, head, taus=(0.0, 1.0))
@@ -58,6 +58,8 @@ def test_adjustments_follow_their_formulas():
     pred = (z - prior).argmax(1)
     manual = torch.bincount(target * 3 + pred, minlength=9).view(3, 3)
     assert torch.equal(acc.confusion[0, 1], manual)
+    pred = adjust_logits(z, "tau_norm", 1.0, head=head).argmax(1)  # the grid counts what predict computes
+    assert torch.equal(acc.confusion[1, 1], torch.bincount(target * 3 + pred, minlength=9).view(3, 3))
     raw = EvalAccumulator(3)
     raw.update(z, target)
     assert torch.equal(acc.confusion[0, 0], raw.confusion) and torch.equal(acc.confusion[1, 0], raw.confusion)
