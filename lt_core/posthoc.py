@@ -148,6 +148,7 @@ class PosthocAccumulator:
             index = (offsets + target.view(1, -1) * k + pred).reshape(-1)
             counts = torch.bincount(index, minlength=len(self.taus) * k * k).view(len(self.taus), k, k)
             self.confusion[m] += counts.to(self.confusion.device)
+
     def tensors(self) -> list[Tensor]:
         """The summable state, by reference."""
         return [self.confusion]
