@@ -109,6 +109,13 @@ def test_two_worker_ddp_trial_all_reduces_counts_and_builds_the_loss_from_them(r
     # Each worker evaluates a shard of the validation split too (its summable state all-reduced, as for test).
     assert 0 <= metrics["val_balanced_accuracy"] <= 1 and "val_ece" in metrics
     assert result.metrics[SELECTION_SCORE] == max(metrics["val_balanced_accuracy"], result.metrics[SELECTION_SCORE])
+    # The post-hoc grids are all-reduced like the raw confusion: at tau = 0 they are the full splits' raw figures.
+    for split, prefix in (("test", ""), ("val", "val_")):
+        for method, rows in metrics["posthoc"][split].items():
+            assert rows[0]["balanced_accuracy"] == metrics[f"{prefix}balanced_accuracy"], (split, method)
+    with result.checkpoint.as_directory() as folder:
+        state = torch.load(f"{folder}/checkpoint.pt", map_location="cpu", weights_only=False)
+    assert state["extra"]["manifest"]["epoch"] == 2 and state["extra"]["manifest"]["num_classes"] == 10
 
 
 @pytest.mark.ray
