@@ -144,6 +144,9 @@ class Notifier:
             loop.call_soon_threadsafe(event.set)
 
 
+MODEL_CACHE_SIZE = 4  # models kept in memory for /model and /predict
+
+
 class ResultsCache:
     """The response bodies of finished jobs' results (immutable once stored), most recently used first."""
 
@@ -179,6 +182,11 @@ class JobService:
         self.dispatcher = dispatcher
         self.notifier = Notifier()
         self.results_cache = ResultsCache()
+        # (job id, trial id, epoch) -> (weights, manifest) of the models served last: a checkpoint is read once
+        self._models: collections.OrderedDict[tuple[str, str, int], tuple[dict[str, Any], dict[str, Any]]] = (
+            collections.OrderedDict()
+        )
+        self._models_lock = threading.Lock()
         self._kick: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._submitting: set[str] = set()
@@ -565,6 +573,11 @@ class JobService:
             if chosen is None:
                 raise NoModel(f"job {job.id} has no finished trial yet", {"status": str(job.status)})
         epoch = int(chosen["selected"]["epoch"])
+        key = (job.id, str(chosen["trial_id"]), epoch)
+        with self._models_lock:
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key]
         assert self.settings.storage_path is not None
         state = checkpoint_at_epoch(self.settings.storage_path, job.id, chosen["trial_id"], epoch)
         if state is None:
@@ -572,7 +585,12 @@ class JobService:
         manifest = model_manifest(
             state, job_id=job.id, trial_id=chosen["trial_id"], branch=chosen.get("branch"), job_name=job.name
         )
-        return state, manifest
+        entry = ({"model": state["model"]}, manifest)  # the weights only: no optimizer state, no history
+        with self._models_lock:
+            self._models[key] = entry
+            while len(self._models) > MODEL_CACHE_SIZE:
+                self._models.popitem(last=False)
+        return entry
 
     def delete_job(self, job: JobRecord) -> list[str]:
         """Delete a finished job's rows and its files under the storage path; returns the removed folders (relative).
@@ -584,6 +602,9 @@ class JobService:
 
         self.store.delete_job(job.id, job.owner)
         self.results_cache.discard(job.id)
+        with self._models_lock:
+            for key in [k for k in self._models if k[0] == job.id]:
+                del self._models[key]
         self.expire_secret(job.id)
         assert self.settings.storage_path is not None
         removed = remove_job_artifacts(self.settings.storage_path, job.id)
