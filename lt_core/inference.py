@@ -12,6 +12,7 @@ without this project.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Sequence
@@ -40,6 +41,7 @@ __all__ = [
 ]
 
 MODEL_FORMAT = "longtail-model/1"
+MAX_IMAGE_PIXELS = 4096 * 4096  # larger images are refused before they are decoded
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
 
@@ -165,9 +167,12 @@ def load_model(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any]]
     return model.eval(), manifest
 
 
-def load_images(paths: Sequence[str | os.PathLike[str]], manifest: dict[str, Any]) -> Tensor:
-    """Image files preprocessed as the manifest's input spec says: resized, scaled, normalised; ``(N, C, H, W)``."""
-    from PIL import Image
+def load_images(images: Sequence[str | os.PathLike[str] | bytes], manifest: dict[str, Any]) -> Tensor:
+    """Images preprocessed as the manifest's input spec says (resized, scaled, normalised): ``(N, C, H, W)``.
+
+    ``images``: file paths, or the bytes of image files; one larger than ``MAX_IMAGE_PIXELS`` is refused.
+    """
+    from PIL import Image, UnidentifiedImageError
 
     pre = manifest["input"]["preprocessing"]
     if pre.get("kind") != "image":
@@ -175,13 +180,16 @@ def load_images(paths: Sequence[str | os.PathLike[str]], manifest: dict[str, Any
     h, w = pre["size"]
     channels = int(pre.get("channels", 3))
     out = []
-    for p in paths:
+    for i, p in enumerate(images):
+        label = f"image {i}" if isinstance(p, bytes) else str(p)
         try:
-            with Image.open(p) as im:
+            with Image.open(io.BytesIO(p) if isinstance(p, bytes) else p) as im:
+                if im.width * im.height > MAX_IMAGE_PIXELS:
+                    raise InputError(f"{label}: {im.width}x{im.height} pixels is more than {MAX_IMAGE_PIXELS}")
                 im = im.convert("RGB" if channels == 3 else "L").resize((w, h))
                 arr = np.asarray(im, dtype=np.float32)
-        except OSError as e:
-            raise InputError(f"{p}: not a readable image ({e})") from None
+        except (OSError, UnidentifiedImageError, ValueError) as e:
+            raise InputError(f"{label}: not a readable image ({e})") from None
         x = torch.from_numpy(arr.reshape(h, w, channels).copy()).permute(2, 0, 1) * float(pre.get("scale", 1 / 255))
         if "mean" in pre and "std" in pre:
             x = (x - torch.tensor(pre["mean"]).view(-1, 1, 1)) / torch.tensor(pre["std"]).view(-1, 1, 1)
@@ -248,7 +256,7 @@ def prepare_inputs(inputs: Any, manifest: dict[str, Any]) -> Tensor:
         InputError: naming the expected shape.
     """
     shape = tuple(manifest["input"]["shape"])
-    if isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], (str, os.PathLike)):
+    if isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], (str, os.PathLike, bytes)):
         return load_images(inputs, manifest)
     try:
         x = torch.as_tensor(np.asarray(inputs, dtype=np.float32) if not isinstance(inputs, Tensor) else inputs)

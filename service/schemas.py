@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag, model_validator
 
 from jobs.results import JobResult
 from service.store import JobStatus
@@ -216,16 +216,29 @@ class PredictRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    rows: list[Annotated[list[_Finite], Field(min_length=1, max_length=MAX_ROW_VALUES)]] = Field(
+    rows: list[Annotated[list[_Finite], Field(min_length=1, max_length=MAX_ROW_VALUES)]] | None = Field(
+        None,
         min_length=1,
         max_length=MAX_PREDICT_ROWS,
         description="One list of numbers per input: the model's input shape, flattened (the manifest's input.shape).",
+    )
+    images: list[Annotated[str, StringConstraints(min_length=1, max_length=1 << 20)]] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_PREDICT_ROWS,
+        description="Image models: base64 image files (PNG, JPEG, ...), preprocessed as the model's manifest says.",
     )
     trial_id: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
     posthoc: Literal["auto", "none"] | Annotated[float, Field(ge=0, le=10, allow_inf_nan=False)] = Field(
         "auto", description='"auto" (the adjustment chosen on validation), "none" (raw), or a logit-adjustment tau'
     )
     top_k: int = Field(5, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _one_kind_of_input(self) -> PredictRequest:
+        if (self.rows is None) == (self.images is None):
+            raise ValueError("give either rows or images")
+        return self
 
 
 class TopClass(_Out):

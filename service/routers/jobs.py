@@ -1,8 +1,10 @@
-"""``/jobs``: submit, list, read, results, events (SSE), logs, plots, cancel."""
+"""``/jobs``: submit, list, read, results, events (SSE), logs, plots, cancel, delete, model download, predict."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hashlib
 import hmac
 import json
@@ -15,7 +17,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, StreamingResponse
+from pydantic import ValidationError
 
 from service.deps import JobDep, OwnerDep, ServiceDep, SettingsDep, StoreDep
 from service.errors import InvalidJSON, InvalidParameter, NotFound, NothingToPlot, PayloadTooLarge
@@ -392,11 +396,20 @@ async def trial_model(
         422: {"model": ErrorResponse, "description": "Rows of the wrong shape (the message names the expected one)"},
     },
 )
-async def predict(job: JobDep, service: ServiceDep, settings: SettingsDep, body: PredictRequest) -> PredictResponse:
-    """Top-k classes with probabilities per row, from the job's model (post-hoc adjusted as ``posthoc`` says)."""
-    if len(body.rows) > settings.max_predict_rows:
+async def predict(request: Request, job: JobDep, service: ServiceDep, settings: SettingsDep) -> PredictResponse:
+    """Top-k classes with probabilities per row (or image), from the job's model (post-hoc adjusted as ``posthoc``
+    says). The body is a ``PredictRequest``."""
+    raw = parse_strict_json(await request.body())  # strict JSON (422, never a parse 400); bounded by the middleware
+    try:
+        body = PredictRequest.model_validate(raw)
+    except ValidationError as exc:
+        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False, include_context=False)]
+        raise RequestValidationError(errors) from None
+    n = len(body.rows or body.images or [])
+    if n > settings.max_predict_rows:
         raise PayloadTooLarge(
-            f"{len(body.rows)} rows exceed the limit of {settings.max_predict_rows} per request",
+            f"{n} {'rows' if body.rows is not None else 'images'} exceed the limit of {settings.max_predict_rows} "
+            "per request",
             {"limit": settings.max_predict_rows},
         )
     return await run_in_threadpool(_predict, service, job, body)
@@ -411,8 +424,19 @@ def _predict(service: Any, job: JobRecord, body: PredictRequest) -> PredictRespo
     model = model_from_manifest(manifest)
     model.load_state_dict(state["model"])
     posthoc: Any = body.posthoc if isinstance(body.posthoc, str) else {"tau": float(body.posthoc)}
+    inputs: Any = body.rows
+    if body.images is not None:
+        if manifest["input"]["preprocessing"].get("kind") != "image":
+            raise InvalidParameter(
+                f"this model takes rows of shape {manifest['input']['shape']}, not images",
+                {"expected_shape": manifest["input"]["shape"]},
+            )
+        try:
+            inputs = [base64.b64decode(text, validate=True) for text in body.images]
+        except (binascii.Error, ValueError):
+            raise InvalidParameter("images must be base64-encoded image files") from None
     try:
-        probs = predict_logits(model, manifest, body.rows, posthoc=posthoc).softmax(dim=1)
+        probs = predict_logits(model, manifest, inputs, posthoc=posthoc).softmax(dim=1)
     except InputError as exc:
         raise InvalidParameter(str(exc), {"expected_shape": manifest["input"]["shape"]}) from None
     k = min(body.top_k, probs.shape[1])

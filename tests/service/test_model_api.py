@@ -305,3 +305,73 @@ def test_results_table_shows_the_control_with_posthoc_la(control_run) -> None:
     table = results_table(results)
     line = next(ln for ln in table.splitlines() if ln.startswith("CE + post-hoc LA"))
     assert f"{100 * la_test:.1f}" in line and f"tau {ph['tau']}" in line
+
+
+def _png(color) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (9, 7), color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_predict_takes_base64_images_for_an_image_model(api: Api, control_run) -> None:
+    import base64
+
+    from lt_core.inference import MODEL_FORMAT, predict
+    from lt_core.models import create_model
+
+    job_id = api.start(SPEC)
+    model = create_model("mlp", 3, (3, 4, 4), hidden_sizes=[8])
+    pre = {"kind": "image", "size": [4, 4], "channels": 3, "scale": 1 / 255, "mean": [0.5] * 3, "std": [0.25] * 3}
+    manifest = {
+        "format": MODEL_FORMAT,
+        "model": {"name": "mlp", "params": {"hidden_sizes": [8]}},
+        "num_classes": 3,
+        "class_names": ["cat", "dog", "eel"],
+        "class_counts": [50, 10, 2],
+        "input": {"shape": [3, 4, 4], "dtype": "float32", "preprocessing": pre},
+        "epoch": 1,
+        "posthoc": {"method": "logit_adjustment", "tau": 1.0},
+    }
+    folder = api.service.settings.storage_path / f"tune-{job_id}" / "trial_t1" / "checkpoint_000001"
+    folder.mkdir(parents=True)
+    torch.save({"model": model.state_dict(), "epoch": 1, "extra": {"manifest": manifest}}, folder / "checkpoint.pt")
+    metrics = {"epoch": 1, "balanced_accuracy": 0.5, "val_balanced_accuracy": 0.5}
+    events = [
+        {
+            "type": "trial_started",
+            "trial_id": "t1",
+            "branch": "control",
+            "branch_index": -1,
+            "is_control": True,
+            "config": {},
+        },
+        {"type": "epoch", "trial_id": "t1", "epoch": 1, "metrics": metrics},
+        {"type": "trial_finished", "trial_id": "t1", "status": "succeeded", "error": None},
+    ]
+    assert api.send(job_id, [{"seq": i + 1, **e} for i, e in enumerate(events)]).status_code == 200
+    pngs = [_png((255, 0, 0)), _png((0, 0, 255))]
+    body = {"images": [base64.b64encode(p).decode() for p in pngs], "top_k": 3}
+    r = api.client.post(f"/jobs/{job_id}/predict", json=body)
+    assert r.status_code == 200, r.text
+    expected = predict(model, manifest, pngs)
+    for row, probs in zip(r.json()["predictions"], expected, strict=True):
+        assert {t["name"]: t["probability"] for t in row["top"]} == pytest.approx(
+            {name: float(p) for name, p in zip(manifest["class_names"], probs, strict=True)}, abs=1e-6
+        )
+    bad = api.client.post(f"/jobs/{job_id}/predict", json={"images": ["%%%"]})
+    assert bad.status_code == 422 and "base64" in bad.json()["error"]["message"]
+    junk = api.client.post(f"/jobs/{job_id}/predict", json={"images": [base64.b64encode(b"no image").decode()]})
+    assert junk.status_code == 422 and "not a readable image" in junk.json()["error"]["message"]
+    both = api.client.post(f"/jobs/{job_id}/predict", json={"images": body["images"], "rows": [[0.0] * 48]})
+    assert both.status_code == 422
+    assert api.client.post(f"/jobs/{job_id}/predict", json={}).status_code == 422
+
+
+def test_images_for_a_rows_model_are_422(api: Api, control_run) -> None:
+    import base64
+
+    job_id = _finished_job(api, control_run, finish=True)
+    r = api.client.post(f"/jobs/{job_id}/predict", json={"images": [base64.b64encode(_png((1, 2, 3))).decode()]})
+    assert r.status_code == 422 and "takes rows of shape [64]" in r.json()["error"]["message"]
