@@ -237,6 +237,14 @@ def main(argv: list[str] | None = None) -> int:
             kwargs.update(resume=True, prior_events=prior_events)
         result = run_job(spec, storage_path=str(Path(args.storage_path).absolute()), on_event=sender.emit, **kwargs)
         result = finite(result)
+        from jobs.model_out import keep_checkpoints_setting, prune_checkpoints
+
+        try:  # retention only: a failure here must not fail a finished job
+            pruned = prune_checkpoints(args.storage_path, args.job_id, result, keep_checkpoints_setting())
+            if pruned:
+                print(f"[driver] removed {len(pruned)} checkpoints (LONGTAIL_KEEP_CHECKPOINTS)", flush=True)
+        except Exception as exc:
+            print(f"[driver] checkpoints not pruned: {type(exc).__name__}: {exc}", flush=True)
         _write_atomic(job_dir / "result.json", json.dumps(result, default=str, allow_nan=False))
         sender.emit({"type": "job_finished", "result": result})
         print(f"[driver] job {args.job_id} finished", flush=True)

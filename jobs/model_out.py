@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import tempfile
 import zipfile
@@ -57,6 +58,48 @@ def trial_checkpoint_files(storage: str | Path, job_id: str, trial_id: str) -> l
     folders = [root / name / f"trial_{trial_id}", root / f"{name}-trial_{trial_id}"]
     files = [f for d in folders if d.is_dir() for f in d.glob(f"checkpoint_*/{CHECKPOINT_FILE}")]
     return sorted(files, key=lambda f: f.parent.name)
+
+
+KEEP_CHOICES = ("selected", "selected+last", "all")
+
+
+def keep_checkpoints_setting(value: str | None = None) -> str:
+    """``LONGTAIL_KEEP_CHECKPOINTS`` (default ``selected+last``), checked.
+
+    Raises:
+        ValueError: naming the choices.
+    """
+    value = value if value is not None else os.environ.get("LONGTAIL_KEEP_CHECKPOINTS", "selected+last")
+    if value not in KEEP_CHOICES:
+        raise ValueError(f"LONGTAIL_KEEP_CHECKPOINTS must be one of {list(KEEP_CHOICES)}, got {value!r}")
+    return value
+
+
+def prune_checkpoints(storage: str | Path, job_id: str, result: dict[str, Any], keep: str) -> list[Path]:
+    """After a job finished, remove the checkpoints its retention setting does not keep; returns the removed folders.
+
+    While a job runs, Ray keeps per trial the best checkpoint by the selection metric and the latest (a retry resumes
+    from the latest). Once the job is done, ``selected`` keeps only each trial's selected epoch, ``selected+last``
+    also its last epoch, ``all`` everything. A trial without a selected epoch keeps its checkpoints.
+    """
+    keep = keep_checkpoints_setting(keep)
+    removed: list[Path] = []
+    if keep == "all":
+        return removed
+    for trial in result.get("trials") or []:
+        selected = (trial.get("selected") or {}).get("epoch")
+        if selected is None:
+            continue
+        files = trial_checkpoint_files(storage, job_id, str(trial["trial_id"]))
+        epochs = {f: int(read_checkpoint(f).get("epoch", -1)) for f in files}
+        wanted = {int(selected)}
+        if keep == "selected+last" and epochs:
+            wanted.add(max(epochs.values()))
+        for f, epoch in epochs.items():
+            if epoch not in wanted:
+                shutil.rmtree(f.parent)
+                removed.append(f.parent)
+    return removed
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -183,3 +183,22 @@ def test_results_carry_the_posthoc_block_and_the_control_row():
     branch = out["branches"][0]["posthoc"]
     assert branch["test_mean"] == pytest.approx(0.63) and branch["gain_vs_raw"] == pytest.approx(0.01)
     assert branch["gain"] == pytest.approx(0.63 - 0.52)  # vs the raw control, seed by seed
+
+
+@pytest.mark.parametrize("keep", ["selected", "selected+last", "all"])
+def test_retention_after_the_job_keeps_what_the_setting_says(trained, tmp_path, keep):
+    from jobs.model_out import keep_checkpoints_setting, prune_checkpoints
+
+    storage = tmp_path / "storage"
+    shutil.copytree(trained["storage"], storage)
+    folder = storage / "tune-job_x" / "trial_t1"
+    before = {p.name for p in folder.iterdir()}
+    selected = trained["t"]["selected"]["epoch"]
+    result = {"trials": [{"trial_id": "t1", "selected": {"epoch": selected}}]}
+    prune_checkpoints(storage, "job_x", result, keep)
+    after = {int(p.name.split("_")[1]) for p in folder.iterdir()}
+    expected = {"selected": {selected}, "selected+last": {selected, 4}, "all": {int(n.split("_")[1]) for n in before}}
+    assert after == expected[keep]
+    assert checkpoint_at_epoch(storage, "job_x", "t1", selected) is not None
+    with pytest.raises(ValueError, match="selected\\+last"):
+        keep_checkpoints_setting("best")
