@@ -12,6 +12,7 @@ Without them ``run_trial`` runs on one CPU, which is how it is unit-tested.
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 import time
 from collections.abc import Callable
@@ -232,7 +233,10 @@ def run_trial(trial: dict[str, Any], dataset: dict[str, Any], ctx: TrialContext 
             posthoc_mode=evaluation.get("mode", "max"),
         )
         history.append(scalar_metrics(metrics))
-        report = report_payload(metrics) | {SELECTION_SCORE: score.update(metrics)}
+        report = report_payload(metrics) | {
+            SELECTION_SCORE: score.update(metrics),
+            CHECKPOINT_SCORE: checkpoint_score(metrics, evaluation.get("metric"), evaluation.get("mode", "max")),
+        }
         if ctx.report is None:
             continue
         if not policy.due(metrics, last=epoch + 1 == cfg.epochs):
@@ -246,6 +250,22 @@ def run_trial(trial: dict[str, Any], dataset: dict[str, Any], ctx: TrialContext 
         else:
             ctx.report(report, None)
     return history
+
+
+# The report key Ray ranks a trial's checkpoints by (``jobs.tune._keep_checkpoints``): the selection metric, with
+# ties going to the earlier epoch, as the results select (the first best epoch). Without the tie-break Ray could keep
+# a later epoch of equal value and drop the selected one's checkpoint.
+CHECKPOINT_SCORE = "checkpoint_score"
+_TIE_BREAK = 1e-12
+
+
+def checkpoint_score(metrics: dict[str, Any], metric: str | None, mode: str = "max") -> float:
+    """The epoch's ``CHECKPOINT_SCORE``: its ``metric``, nudged by ``1e-12 * epoch`` towards worse (NaN without it)."""
+    value = metrics.get(metric) if metric else None
+    if value is None or not isinstance(value, (int, float)) or math.isnan(value):
+        return float("nan")
+    nudge = _TIE_BREAK * int(metrics.get("epoch", 0))
+    return float(value) - nudge if mode == "max" else float(value) + nudge
 
 
 class SelectionScore:

@@ -368,9 +368,11 @@ def _keep_checkpoints(job: dict[str, Any]) -> dict[str, Any]:
 
     if keep_checkpoints_setting() == "all":
         return {}
+    from jobs.train import CHECKPOINT_SCORE
+
     return {
         "num_to_keep": 1,
-        "checkpoint_score_attribute": job["checkpoint"]["metric"],
+        "checkpoint_score_attribute": CHECKPOINT_SCORE,  # the selection metric, ties to the earlier epoch
         "checkpoint_score_order": job["checkpoint"]["mode"],
     }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import shutil
 import zipfile
 from pathlib import Path
@@ -202,3 +203,13 @@ def test_retention_after_the_job_keeps_what_the_setting_says(trained, tmp_path, 
     assert checkpoint_at_epoch(storage, "job_x", "t1", selected) is not None
     with pytest.raises(ValueError, match="selected\\+last"):
         keep_checkpoints_setting("best")
+
+
+def test_checkpoint_score_breaks_ties_towards_the_earlier_epoch_as_selection_does():
+    from jobs.train import checkpoint_score
+
+    early, late = {"epoch": 3, "m": 0.8}, {"epoch": 9, "m": 0.8}
+    assert checkpoint_score(early, "m", "max") > checkpoint_score(late, "m", "max")
+    assert checkpoint_score(early, "m", "min") < checkpoint_score(late, "m", "min")
+    assert checkpoint_score({"epoch": 9, "m": 0.8 + 1e-6}, "m", "max") > checkpoint_score(early, "m", "max")
+    assert math.isnan(checkpoint_score({"epoch": 1}, "m")) and math.isnan(checkpoint_score(early, None))
