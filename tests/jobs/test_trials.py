@@ -122,7 +122,7 @@ def test_two_worker_ddp_trial_all_reduces_counts_and_builds_the_loss_from_them(r
 def test_small_search_over_two_branches_returns_a_complete_result(ray_session, tmp_path):
     spec = tiny_spec()
     events = []
-    result = run_job(spec, storage_path=tmp_path, on_event=events.append)
+    result = run_job(spec, storage_path=tmp_path, on_event=events.append, experiment_name="tune-job_t")
     assert json.loads(json.dumps(result)) == result  # plain JSON
     trials = result["trials"]
     assert len(trials) == 3 and sum(t["is_control"] for t in trials) == 1
@@ -148,6 +148,11 @@ def test_small_search_over_two_branches_returns_a_complete_result(ray_session, t
     best = max(trials, key=lambda t: t["selected"]["val"]["balanced_accuracy"])
     assert result["best_trial"]["trial_id"] == best["trial_id"] and result["selected_on"] == "val"
     assert result["dataset"]["fingerprint"] and sum(result["dataset"]["class_counts"]) > 0
+    from jobs.model_out import checkpoint_at_epoch
+
+    for t in trials:  # Ray kept the selected epoch's checkpoint (ranked by checkpoint_score) and the last one
+        assert checkpoint_at_epoch(tmp_path, "job_t", t["trial_id"], t["selected"]["epoch"]) is not None
+        assert checkpoint_at_epoch(tmp_path, "job_t", t["trial_id"], 2) is not None
     assert result["dataset"]["val_size"] == result["dataset"]["test_size"] == 250  # 50 per class, halved
     kinds = [e["type"] for e in events]
     assert kinds.count("trial_started") == 3 and kinds.count("trial_finished") == 3 and kinds.count("epoch") == 6
