@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lt_core.posthoc import LA_ONLY, METHODS, TAUS, adjust_logits, linear_head, log_prior
+from lt_core.posthoc import METHODS, TAUS, adjust_logits, linear_head, log_prior
 
 __all__ = [
     "MODEL_FORMAT",
@@ -301,10 +301,8 @@ def predict_logits(
     logits, features = model(x.to(device))
     logits = logits.float()
     head = linear_head(model) if method == "tau_norm" else None
-    if method == "tau_norm" and head is None:
-        method = LA_ONLY[0] if tau == 0 else method
-        if tau != 0:
-            raise ValueError("tau_norm needs a model with a linear classifier")
+    if method == "tau_norm" and head is None and tau != 0:
+        raise ValueError("tau_norm needs a model with a linear (nn.Linear) classifier")
     z = adjust_logits(logits, method, tau, prior=log_prior(manifest["class_counts"]), features=features, head=head)
     return z.cpu()
 
