@@ -559,6 +559,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from lt_core.inference import InputError, load_model, predict, read_inputs
 
+    if args.top_k < 1:
+        raise LongtailError(f"--top-k must be at least 1, got {args.top_k}")
+
     with tempfile.TemporaryDirectory() as tmp, _client(args) as client:
         path = client.download_model(args.id, Path(tmp) / "model.pt", trial_id=args.trial)
         model, manifest = load_model(path)
