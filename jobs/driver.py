@@ -224,18 +224,27 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _connect_ray()
         from jobs import run_job
+        from jobs.model_out import experiment_name
         from jobs.spec import JobSpec
 
         spec = JobSpec.model_validate_json(spec_text, context={"max_trials": 10**9, "max_epochs": 10**9})
         print(f"[driver] job {args.job_id}: {spec.trial_count()} trials of {spec.name!r}", flush=True)
         kwargs: dict[str, Any] = {}
         if "experiment_name" in inspect.signature(run_job).parameters:
-            kwargs["experiment_name"] = f"tune-{args.job_id}"  # one Tune experiment folder per service job
+            kwargs["experiment_name"] = experiment_name(args.job_id)  # one Tune experiment folder per service job
         if prior_events:
             print(f"[driver] resuming job {args.job_id} ({len(prior_events)} events reported before)", flush=True)
             kwargs.update(resume=True, prior_events=prior_events)
         result = run_job(spec, storage_path=str(Path(args.storage_path).absolute()), on_event=sender.emit, **kwargs)
         result = finite(result)
+        from jobs.model_out import keep_checkpoints_setting, prune_checkpoints
+
+        try:  # retention only: a failure here must not fail a finished job
+            pruned = prune_checkpoints(args.storage_path, args.job_id, result, keep_checkpoints_setting())
+            if pruned:
+                print(f"[driver] removed {len(pruned)} checkpoints (LONGTAIL_KEEP_CHECKPOINTS)", flush=True)
+        except Exception as exc:
+            print(f"[driver] checkpoints not pruned: {type(exc).__name__}: {exc}", flush=True)
         _write_atomic(job_dir / "result.json", json.dumps(result, default=str, allow_nan=False))
         sender.emit({"type": "job_finished", "result": result})
         print(f"[driver] job {args.job_id} finished", flush=True)

@@ -109,6 +109,11 @@ class TrialResult(_Model):
     best: TrialBest | None = None
     selected: Selected | None = None
     selection_value: float | None = Field(None, description="The selection metric at the selected epoch.")
+    posthoc: dict[str, Any] | None = Field(
+        None,
+        description="Post-hoc adjustment at the selected epoch (chosen on validation): method, tau, chosen_on, val "
+        "and test metrics; `la` the same for logit adjustment alone.",
+    )
     checkpoint_path: str | None = None
 
 
@@ -147,6 +152,11 @@ class BranchResult(_Model):
     best_config: dict[str, Any] | None = None
     control_value: float | None = Field(None, description="The control's test mean over the paired seeds.")
     best_metrics: dict[str, Any] | None = Field(None, description="Scalar test metrics, mean over the config's seeds.")
+    posthoc: dict[str, Any] | None = Field(
+        None,
+        description="The config's post-hoc variant (the top seed's method and tau): test mean of the metric over its "
+        "seeds, gain_vs_raw (paired with the same trial's raw figure) and gain vs the raw control (same seed).",
+    )
 
 
 class JobResult(_Model):
@@ -164,6 +174,9 @@ class JobResult(_Model):
     best_trial: BestTrial | None = None
     control_trial_id: str | None = None
     control_config_id: str | None = None
+    control_posthoc: dict[str, Any] | None = Field(
+        None, description='"CE + post-hoc LA": the control with logit adjustment (tau chosen on validation).'
+    )
     branches: list[BranchResult] = Field(default_factory=list)
 
 
@@ -220,6 +233,102 @@ def finish_trial(t: dict[str, Any], metric: str, mode: str, selection_metric: st
     full = (t.get("full") or {}).get(int(row["epoch"])) or row
     t["best"] = {"epoch": int(row["epoch"]), "value": _number(row.get(metric)), "metrics": full}
     t["score"] = t["selection_value"] = _number(row.get(selection_metric))
+    t["posthoc"] = posthoc_block(row, full if full is not row else None)
+
+
+POSTHOC = "posthoc_"
+POSTHOC_LA = "posthoc_la_"
+
+
+def posthoc_block(row: dict[str, Any], full: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The post-hoc figures of one history row (see ``lt_core.engine.posthoc_metrics``), or None without them.
+
+    The row holds the job metric of the chosen variants; with the epoch's ``full`` metrics (their post-hoc grids)
+    every metric of the chosen variants is filled in.
+    """
+    if row.get("posthoc_method") is None:
+        return None
+    grids = (full or {}).get("posthoc") or {}
+
+    def from_grid(method: str, tau: Any, split: str) -> dict[str, float | None]:
+        grid = (grids.get(split) or {}).get(method)
+        taus = grids.get("taus") or []
+        if not grid or tau not in taus:
+            return {}
+        return {k: _number(v) for k, v in grid[taus.index(tau)].items()}
+
+    def figures(prefix: str, split: str) -> dict[str, float | None] | None:
+        key = (VAL_PREFIX if split == "val" else "") + prefix
+        out = {k[len(key) :]: _number(v) for k, v in row.items() if k.startswith(key)}
+        if prefix == POSTHOC:
+            out = {k: v for k, v in out.items() if not k.startswith("la_")}
+        out = {k: v for k, v in out.items() if k not in ("method", "tau", "chosen_on")}
+        return out or None
+
+    method, tau, la_tau = row["posthoc_method"], _number(row.get("posthoc_tau")), _number(row.get("posthoc_la_tau"))
+
+    def merged(prefix: str, split: str, m: str, t: float | None) -> dict[str, float | None] | None:
+        out = {**from_grid(m, t, split), **(figures(prefix, split) or {})}
+        return out or None
+
+    return {
+        "method": method,
+        "tau": tau,
+        "chosen_on": row.get("posthoc_chosen_on"),
+        "val": merged(POSTHOC, "val", method, tau),
+        "test": merged(POSTHOC, "test", method, tau) or {},
+        "la": {
+            "method": "logit_adjustment",
+            "tau": la_tau,
+            "val": merged(POSTHOC_LA, "val", "logit_adjustment", la_tau),
+            "test": merged(POSTHOC_LA, "test", "logit_adjustment", la_tau) or {},
+        },
+    }
+
+
+def _posthoc_value(t: dict[str, Any], metric: str | None, la: bool = False) -> float | None:
+    block = t.get("posthoc") or {}
+    if la:
+        block = block.get("la") or {}
+    return _number((block.get("test") or {}).get(metric or ""))
+
+
+def _posthoc_row(
+    seeds: Sequence[dict[str, Any]],
+    top: dict[str, Any] | None,
+    metric: str | None,
+    mode: str,
+    control_by_seed: dict[Any, dict[str, Any]] | None,
+    la: bool = False,
+) -> dict[str, Any] | None:
+    """A branch's (or the control's) post-hoc figures: mean test metric, gain vs raw (same trial) and vs control."""
+    values = [(t, v) for t in seeds if (v := _posthoc_value(t, metric, la)) is not None]
+    if not values or len(values) != len(seeds) or top is None:
+        return None
+
+    def block_of(t: dict[str, Any]) -> dict[str, Any]:
+        block = t.get("posthoc") or {}
+        return (block.get("la") or {}) if la else block
+
+    method, tau = block_of(top).get("method"), block_of(top).get("tau")
+    vs_raw = [_gain(v, t["best"]["value"], mode) for t, v in values]
+    pairs = [(v, control_by_seed[t.get("seed")]) for t, v in values if t.get("seed") in (control_by_seed or {})]
+    vs_control = [_gain(v, c["best"]["value"], mode) for v, c in pairs]
+    return {
+        "method": method,
+        "tau": tau,
+        "taus": [block_of(t).get("tau") for t, _ in values],
+        "test_mean": _mean([v for _, v in values]),
+        "test_std": statistics.stdev([v for _, v in values]) if len(values) > 1 else None,
+        "raw_test_mean": _mean([t["best"]["value"] for t, _ in values]),
+        "gain_vs_raw": _mean(vs_raw),
+        "gain": _mean(vs_control) if vs_control else None,
+        "gain_ci95": student_t_ci95(vs_control) if vs_control else None,
+        "gain_std": statistics.stdev(vs_control) if len(vs_control) > 1 else None,
+        "n_seeds": len(values),
+        "n_pairs": len(vs_control),
+        "metrics": _mean_metrics([block_of(t).get("test") or {} for t, _ in values]),
+    }
 
 
 def _gain(value: float, control: float, mode: str) -> float:
@@ -335,12 +444,18 @@ def summarize(
                 "best_metrics": _mean_metrics([scalars(t["best"].get("metrics") or {}) for t in seeds])
                 if top
                 else None,
+                "posthoc": _posthoc_row(seeds, top, metric, mode, control_by_seed),
             }
         )
+    control_top = None
+    for t in control_seeds:
+        if control_top is None or is_better(t["score"], control_top["score"], mode):
+            control_top = t
     return {
         "best_trial": best,
         "control_trial_id": control_first["trial_id"] if control_first else None,
         "control_config_id": control_id,
+        "control_posthoc": _posthoc_row(control_seeds, control_top, metric, mode, control_by_seed, la=True),
         "branches": rows,
     }
 

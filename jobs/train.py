@@ -12,6 +12,7 @@ Without them ``run_trial`` runs on one CPU, which is how it is unit-tested.
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 import time
 from collections.abc import Callable
@@ -24,7 +25,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
-from jobs.results import METRICS_JSON, SELECTION_SCORE, is_better
+from jobs.results import METRICS_JSON, SELECTION_SCORE, VAL_PREFIX, is_better
 from lt_core.datasets import LTData, load_dataset, with_validation
 from lt_core.engine import (
     EpochShardSampler,
@@ -43,6 +44,7 @@ from lt_core.engine import (
     seed_everything,
     shard_indices,
 )
+from lt_core.inference import make_manifest
 from lt_core.losses import LOSSES
 from lt_core.models import create_model
 
@@ -238,6 +240,8 @@ def run_trial(trial: dict[str, Any], dataset: dict[str, Any], ctx: TrialContext 
     reduce = (lambda tensors: _all_reduce(tensors, ctx.world_size, ctx.device)) if ctx.world_size > 1 else None
     policy = CheckpointPolicy(ctx, history)
     score = SelectionScore(evaluation, history)
+    # the post-hoc variant is chosen on validation by the job's metric (without its val_ prefix)
+    posthoc_metric = str(evaluation.get("metric") or "balanced_accuracy").removeprefix(VAL_PREFIX)
 
     for epoch in range(start, cfg.epochs):
         metrics = run_epoch(
@@ -254,21 +258,45 @@ def run_trial(trial: dict[str, Any], dataset: dict[str, Any], ctx: TrialContext 
             reduce=reduce,
             val_loader=val_loader,
             scaler=scaler,
+            posthoc_metric=posthoc_metric,
+            posthoc_mode=evaluation.get("mode", "max"),
         )
         history.append(scalar_metrics(metrics))
-        report = report_payload(metrics) | {SELECTION_SCORE: score.update(metrics)}
+        report = report_payload(metrics) | {
+            SELECTION_SCORE: score.update(metrics),
+            CHECKPOINT_SCORE: checkpoint_score(metrics, evaluation.get("metric"), evaluation.get("mode", "max")),
+        }
         if ctx.report is None:
             continue
         if not policy.due(metrics, last=epoch + 1 == cfg.epochs):
             ctx.report(report, None)
         elif ctx.rank == 0:
             with tempfile.TemporaryDirectory() as tmp:
-                extra = {"grad_scaler": scaler.state_dict()} if scaler is not None else None
+                manifest = make_manifest(cfg=cfg, data=data, metrics=metrics, class_counts=counts)
+                extra = {"manifest": manifest}
+                if scaler is not None:
+                    extra["grad_scaler"] = scaler.state_dict()
                 save_checkpoint(Path(tmp) / CHECKPOINT_FILE, model, optimizer, epoch + 1, history, extra)
                 ctx.report(report, tmp)  # [ray 2] report with a checkpoint
         else:
             ctx.report(report, None)
     return history
+
+
+# The report key Ray ranks a trial's checkpoints by (``jobs.tune._keep_checkpoints``): the selection metric, with
+# ties going to the earlier epoch, as the results select (the first best epoch). Without the tie-break Ray could keep
+# a later epoch of equal value and drop the selected one's checkpoint.
+CHECKPOINT_SCORE = "checkpoint_score"
+_TIE_BREAK = 1e-12
+
+
+def checkpoint_score(metrics: dict[str, Any], metric: str | None, mode: str = "max") -> float:
+    """The epoch's ``CHECKPOINT_SCORE``: its ``metric``, nudged by ``1e-12 * epoch`` towards worse (NaN without it)."""
+    value = metrics.get(metric) if metric else None
+    if value is None or not isinstance(value, (int, float)) or math.isnan(value):
+        return float("nan")
+    nudge = _TIE_BREAK * int(metrics.get("epoch", 0))
+    return float(value) - nudge if mode == "max" else float(value) + nudge
 
 
 class SelectionScore:

@@ -371,12 +371,17 @@ def _trial_driver(config: dict[str, Any], job: dict[str, Any]) -> None:
 
 def _keep_checkpoints(job: dict[str, Any]) -> dict[str, Any]:
     """Per trial, the best checkpoint by the job's metric and the latest (Ray never deletes the latest, which a retry
-    resumes from). ``LONGTAIL_KEEP_CHECKPOINTS=all`` keeps every checkpoint written."""
-    if os.environ.get("LONGTAIL_KEEP_CHECKPOINTS", "selected+last") == "all":
+    resumes from). ``LONGTAIL_KEEP_CHECKPOINTS=all`` keeps every checkpoint written; with ``selected`` the driver
+    removes the last epoch's too once the job is done (``jobs.model_out.prune_checkpoints``)."""
+    from jobs.model_out import keep_checkpoints_setting
+
+    if keep_checkpoints_setting() == "all":
         return {}
+    from jobs.train import CHECKPOINT_SCORE
+
     return {
         "num_to_keep": 1,
-        "checkpoint_score_attribute": job["checkpoint"]["metric"],
+        "checkpoint_score_attribute": CHECKPOINT_SCORE,  # the selection metric, ties to the earlier epoch
         "checkpoint_score_order": job["checkpoint"]["mode"],
     }
 

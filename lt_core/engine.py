@@ -41,6 +41,7 @@ from torch.utils.data import DataLoader, Sampler, Subset
 
 from lt_core.losses import LOSSES, class_weights, create_loss
 from lt_core.metrics import EvalAccumulator
+from lt_core.posthoc import LA_ONLY, POSTHOC_METRICS, PosthocAccumulator, choose, linear_head
 
 __all__ = [
     "CUDA_LOADER_WORKERS",
@@ -62,6 +63,7 @@ __all__ = [
     "loader_options",
     "lr_at",
     "make_grad_scaler",
+    "posthoc_metrics",
     "save_checkpoint",
     "run_epoch",
     "scalar_metrics",
@@ -452,8 +454,12 @@ def evaluate(
     *,
     device: torch.device | str = "cpu",
     precision: str = "fp32",
+    posthoc: PosthocAccumulator | None = None,
 ) -> EvalAccumulator:
-    """Accumulate a confusion matrix and calibration statistics over ``loader`` (summable across workers)."""
+    """Accumulate a confusion matrix and calibration statistics over ``loader`` (summable across workers).
+
+    With ``posthoc`` the same logits (and features) also feed the post-hoc grid (``lt_core.posthoc``).
+    """
     model.eval()
     acc = EvalAccumulator(num_classes)
     transform = batch_transform(loader.dataset)
@@ -462,9 +468,63 @@ def evaluate(
         if transform is not None:
             x = transform(x)
         with autocast(device, precision):
-            logits, _ = model(x)
-        acc.update(logits.float().cpu(), y.cpu())
+            logits, features = model(x)
+        logits = logits.float().cpu()
+        acc.update(logits, y.cpu())
+        if posthoc is not None:
+            posthoc.update(logits, y.cpu(), None if features is None else features.float())
     return acc
+
+
+def posthoc_metrics(
+    test: PosthocAccumulator,
+    val: PosthocAccumulator | None,
+    class_counts: Tensor,
+    *,
+    metric: str = "balanced_accuracy",
+    mode: str = "max",
+    **thresholds: int,
+) -> dict[str, Any]:
+    """The post-hoc entries of an epoch's metrics: the grids, the chosen variants and their scalar metrics.
+
+    - ``posthoc``: ``{"taus", "test": {method: [row per tau]}, "val": ... | None, "chosen", "chosen_la"}``.
+    - The variant is chosen on validation by ``metric`` (``balanced_accuracy`` when the metric is not one of
+      ``POSTHOC_METRICS``); without a validation split it is not chosen at all but fixed to logit adjustment at
+      tau = 1 (the prior's own scale), ``posthoc_chosen_on: "default"``.
+    - Scalars (few: they go into every history row): ``posthoc_method``, ``posthoc_tau``, ``posthoc_chosen_on``,
+      ``posthoc_<metric>`` / ``val_posthoc_<metric>`` for the best variant of any method, and ``posthoc_la_tau``,
+      ``posthoc_la_<metric>`` / ``val_posthoc_la_<metric>`` for the best logit adjustment alone ("CE + post-hoc LA"
+      on the control). The other metrics of every variant are in the grids.
+    """
+    key = metric if metric in POSTHOC_METRICS else "balanced_accuracy"
+    taus = list(test.taus)
+    test_grid = test.compute(class_counts, **thresholds)
+    val_grid = val.compute(class_counts, **thresholds) if val is not None else None
+    if val_grid is not None:
+        chosen, chosen_la, on = choose(val_grid, key, mode, taus), choose(val_grid, key, mode, taus, LA_ONLY), "val"
+    else:
+        chosen = chosen_la = ("logit_adjustment", 1.0)
+        on = "default"
+    out: dict[str, Any] = {
+        "posthoc": {
+            "taus": taus,
+            "test": test_grid,
+            "val": val_grid,
+            "metric": key,
+            "chosen": {"method": chosen[0], "tau": chosen[1], "chosen_on": on},
+            "chosen_la": {"method": chosen_la[0], "tau": chosen_la[1], "chosen_on": on},
+        },
+        "posthoc_method": chosen[0],
+        "posthoc_tau": chosen[1],
+        "posthoc_chosen_on": on,
+        "posthoc_la_tau": chosen_la[1],
+    }
+    for prefix, (method, tau) in (("posthoc_", chosen), ("posthoc_la_", chosen_la)):
+        i = taus.index(tau)
+        out[f"{prefix}{key}"] = test_grid[method][i][key]
+        if val_grid is not None:
+            out[f"{VAL_PREFIX}{prefix}{key}"] = val_grid[method][i][key]
+    return out
 
 
 VAL_PREFIX = "val_"  # validation metrics sit beside the test metrics under this prefix
@@ -490,8 +550,14 @@ def run_epoch(
     reduce: Callable[[list[Tensor]], None] | None = None,
     val_loader: DataLoader | None = None,
     scaler: torch.amp.GradScaler | None = None,
+    posthoc: bool = True,
+    posthoc_metric: str = "balanced_accuracy",
+    posthoc_mode: str = "max",
 ) -> dict[str, Any]:
     """Train and evaluate one (0-based) ``epoch``; returns the full metrics dict of it (``epoch`` 1-based).
+
+    With ``posthoc`` the evaluation also scores the post-hoc grid (``posthoc_metrics``): the variant is chosen on
+    validation by ``posthoc_metric`` (``posthoc_mode``) and reported on test.
 
     With ``val_loader`` the model is also evaluated on the validation split, and every scalar metric of it is
     added as ``val_<metric>`` (``val_balanced_accuracy``, ...) beside the test metrics under their plain names.
@@ -520,25 +586,36 @@ def run_epoch(
         precision=cfg.precision,
         scaler=scaler,
     )
-    acc = evaluate(
-        getattr(model, "module", model), test_loader, len(class_counts), device=device, precision=cfg.precision
-    )
+    plain = getattr(model, "module", model)
+    k = len(class_counts)
+    head = linear_head(plain)
+    ph_test = PosthocAccumulator(k, class_counts, head) if posthoc else None
+    ph_val = PosthocAccumulator(k, class_counts, head) if posthoc and val_loader is not None else None
+    acc = evaluate(plain, test_loader, k, device=device, precision=cfg.precision, posthoc=ph_test)
     loss_sum = torch.tensor([stats["train_loss"] * stats["samples"], stats["samples"]], dtype=torch.float64)
     if reduce is not None:  # NCCL reduces device tensors only: move the (small) summable state there and back
         acc, loss_sum = acc.to(device), loss_sum.to(device)
-        reduce([*acc.tensors(), loss_sum])
+        extra = ph_test.to(device).tensors() if ph_test is not None else []
+        reduce([*acc.tensors(), loss_sum, *extra])
         acc, loss_sum = acc.to("cpu"), loss_sum.cpu()
-    metrics = acc.compute(class_counts, many_threshold=cfg.many_threshold, few_threshold=cfg.few_threshold)
+        if ph_test is not None:
+            ph_test.to("cpu")
+    thresholds = {"many_threshold": cfg.many_threshold, "few_threshold": cfg.few_threshold}
+    metrics = acc.compute(class_counts, **thresholds)
     if val_loader is not None:
-        val = evaluate(
-            getattr(model, "module", model), val_loader, len(class_counts), device=device, precision=cfg.precision
-        )
+        val = evaluate(plain, val_loader, k, device=device, precision=cfg.precision, posthoc=ph_val)
         if reduce is not None:
             val = val.to(device)
-            reduce(val.tensors())
+            reduce([*val.tensors(), *(ph_val.to(device).tensors() if ph_val is not None else [])])
             val = val.to("cpu")
-        val_metrics = val.compute(class_counts, many_threshold=cfg.many_threshold, few_threshold=cfg.few_threshold)
+            if ph_val is not None:
+                ph_val.to("cpu")
+        val_metrics = val.compute(class_counts, **thresholds)
         metrics.update({f"{VAL_PREFIX}{k}": v for k, v in scalar_metrics(val_metrics).items()})
+    if ph_test is not None:
+        metrics.update(
+            posthoc_metrics(ph_test, ph_val, class_counts, metric=posthoc_metric, mode=posthoc_mode, **thresholds)
+        )
     metrics.update(
         epoch=epoch + 1,
         train_loss=float(loss_sum[0] / loss_sum[1]),
@@ -612,6 +689,7 @@ def fit(
     device: torch.device | str = "cpu",
     stop_after: int | None = None,
     deterministic: bool = False,
+    posthoc: bool = True,
 ) -> list[dict[str, Any]]:
     """Train ``cfg`` on ``data`` (an ``lt_core.datasets.LTData``); returns the per-epoch history.
 
@@ -621,7 +699,8 @@ def fit(
     groups, calibration, ``train_loss``, ``lr``, ``epoch_time_s``). With ``checkpoint_path`` a checkpoint is
     written after every epoch; ``resume_from`` continues from one. ``stop_after`` ends the run early after that
     many epochs in total (for tests of resume). On CUDA, ``configure_device(device, deterministic=...)`` sets the
-    speed flags and the loaders follow ``loader_options``.
+    speed flags and the loaders follow ``loader_options``. ``posthoc=False`` skips the post-hoc grid
+    (``posthoc_metrics``) at each evaluation.
     """
     from lt_core.models import create_model
 
@@ -674,6 +753,7 @@ def fit(
             device=device,
             val_loader=val_loader,
             scaler=scaler,
+            posthoc=posthoc,
         )
         history.append(scalar_metrics(metrics))
         if checkpoint_path is not None:

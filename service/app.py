@@ -122,6 +122,16 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         "required": True,
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobSpec"}}},
     }
+    # POST /jobs/{job_id}/predict parses its body strictly by hand, too: it takes a PredictRequest.
+    from service.schemas import PredictRequest
+
+    predict_schema = PredictRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    components.update(predict_schema.pop("$defs", {}))
+    components["PredictRequest"] = predict_schema
+    schema["paths"]["/jobs/{job_id}/predict"]["post"]["requestBody"] = {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}},
+    }
     # Every error body is an ErrorResponse, request validation's 422 included (service.errors).
     error_ref = {"$ref": "#/components/schemas/ErrorResponse"}
     for operations in schema["paths"].values():

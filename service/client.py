@@ -268,6 +268,9 @@ class Results(JobResults):
                         row[key] = sum(values) / len(values)
             row.update(n_seeds=len(seeds), config=_without_identity(row["config"]))
             rows.append(row)
+            posthoc = self.get("control_posthoc")
+            if posthoc:  # "CE + post-hoc LA": the control's own logit adjustment, tau chosen on validation
+                rows.append(_posthoc_row(posthoc, control, self.metric))
         for b in self.branches:
             trial = self.trial(b.get("best_trial_id")) or {}
             metrics = b.get("best_metrics") or ((trial.get("best") or {}).get("metrics")) or {}
@@ -297,6 +300,28 @@ class Results(JobResults):
 
 
 SHOT_KEYS = ("many_shot_accuracy", "medium_shot_accuracy", "few_shot_accuracy")
+POSTHOC_LA_BRANCH = "ce+posthoc-la"
+
+
+def _posthoc_row(posthoc: dict[str, Any], control: dict[str, Any], metric: str) -> dict[str, Any]:
+    """The table row of the control with post-hoc logit adjustment; its gain is over the raw control."""
+    metrics = posthoc.get("metrics") or {}
+    ci = posthoc.get("gain_ci95")
+    row = _row(POSTHOC_LA_BRANCH, control, metric, gain=posthoc.get("gain"), metrics=metrics)
+    row.update(
+        best_value=posthoc.get("test_mean"),
+        n_seeds=posthoc.get("n_seeds"),
+        test_std=posthoc.get("test_std"),
+        gain_std=posthoc.get("gain_std"),
+        gain_ci95_lo=ci[0] if ci else None,
+        gain_ci95_hi=ci[1] if ci else None,
+        significant=bool(ci and (ci[0] > 0 or ci[1] < 0)),
+        config={**_without_identity(row["config"]), "posthoc": "logit_adjustment", "tau": posthoc.get("tau")},
+        is_posthoc=True,
+    )
+    if metric not in metrics and posthoc.get("test_mean") is not None:
+        row[metric] = posthoc["test_mean"]
+    return row
 
 
 def _without_identity(config: dict[str, Any]) -> dict[str, Any]:
@@ -555,6 +580,47 @@ class Client(_Base):
 
     def logs(self, job_id: str, tail: int = 200) -> str:
         return self._request("GET", f"/jobs/{job_id}/logs", params={"tail": tail}).text
+
+    def download_model(
+        self,
+        job_id: str,
+        path: str | os.PathLike[str],
+        *,
+        trial_id: str | None = None,
+        format: str = "checkpoint",  # noqa: A002 - the query name
+    ) -> Path:
+        """Save the job's model (best finished trial at its selected epoch, or ``trial_id``'s) to ``path``.
+
+        ``format="checkpoint"``: a model file for ``lt_core.load_model``; ``"exported"``: a zip of a ``torch.export``
+        program (``model.pt2``) and ``manifest.json``. ``Conflict`` while no trial has finished.
+        """
+        route = f"/jobs/{job_id}/model" if trial_id is None else f"/jobs/{job_id}/trials/{trial_id}/model"
+        data = self._request("GET", route, params={"format": format}).content
+        target = Path(path)
+        target.write_bytes(data)
+        return target
+
+    def predict(
+        self,
+        job_id: str,
+        rows: Any,
+        *,
+        trial_id: str | None = None,
+        posthoc: str | float = "auto",
+        top_k: int = 5,
+    ) -> dict[str, Any]:
+        """Top-k classes per row from the job's model on the service (rows: the input shape, flattened)."""
+        import numpy as np
+
+        body: dict[str, Any] = {"rows": np.asarray(rows, dtype=float).reshape(len(rows), -1).tolist(), "top_k": top_k}
+        body["posthoc"] = posthoc
+        if trial_id is not None:
+            body["trial_id"] = trial_id
+        return self._json("POST", f"/jobs/{job_id}/predict", json=body, idempotent=True)
+
+    def delete(self, job_id: str) -> dict[str, Any]:
+        """Delete a finished job with its checkpoints and rows (``Conflict`` while it is queued or running)."""
+        return self._json("DELETE", f"/jobs/{job_id}", idempotent=False)
 
     def wait(self, job_id: str, timeout: float | None = None, on_progress: ProgressCallback | None = None) -> Job:
         """Block until the job finished (following its events, else polling); return the final ``Job``.

@@ -34,6 +34,7 @@ from service.errors import (
     Forbidden,
     IdempotencyConflict,
     IllegalTransition,
+    NoModel,
     NotFound,
     SpecRejected,
     Unauthorized,
@@ -143,6 +144,9 @@ class Notifier:
             loop.call_soon_threadsafe(event.set)
 
 
+MODEL_CACHE_SIZE = 4  # models kept in memory for /model and /predict
+
+
 class ResultsCache:
     """The response bodies of finished jobs' results (immutable once stored), most recently used first."""
 
@@ -178,6 +182,11 @@ class JobService:
         self.dispatcher = dispatcher
         self.notifier = Notifier()
         self.results_cache = ResultsCache()
+        # (job id, trial id, epoch) -> (weights, manifest) of the models served last: a checkpoint is read once
+        self._models: collections.OrderedDict[tuple[str, str, int], tuple[dict[str, Any], dict[str, Any]]] = (
+            collections.OrderedDict()
+        )
+        self._models_lock = threading.Lock()
         self._kick: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._submitting: set[str] = set()
@@ -529,6 +538,79 @@ class JobService:
         return found
 
     # -- cancel, events, logs --------------------------------------------------------------------------------------
+    # -- models and deletion ---------------------------------------------------------------------------------------
+    def job_result(self, job: JobRecord) -> dict[str, Any]:
+        """The stored JobResult of a finished job, else the partial one built from the store."""
+        from service.results import partial_result
+
+        stored = self.store.result_json(job.id) if job.status.terminal else None
+        return json.loads(stored) if stored else partial_result(self.store, job)
+
+    def model_checkpoint(self, job: JobRecord, trial_id: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(checkpoint state, manifest) of a trial's selected epoch: ``trial_id``'s, or the best finished trial's.
+
+        Raises:
+            NotFound: an unknown trial of this job.
+            NoModel: no finished trial (or this one has not finished), or its selected epoch's checkpoint is gone.
+        """
+        from jobs.model_out import checkpoint_at_epoch, model_manifest
+        from jobs.results import is_better
+
+        result = self.job_result(job)
+        trials = result.get("trials") or []
+        finished = [t for t in trials if t.get("status") in ("succeeded", "stopped") and t.get("selected")]
+        if trial_id is not None:
+            if not any(t["trial_id"] == trial_id for t in trials):
+                raise NotFound(f"trial {trial_id!r} not found in job {job.id}")
+            chosen = next((t for t in finished if t["trial_id"] == trial_id), None)
+            if chosen is None:
+                raise NoModel(f"trial {trial_id} has not finished with a selected epoch yet")
+        else:
+            chosen = None
+            for t in finished:
+                if chosen is None or is_better(t.get("selection_value"), chosen.get("selection_value"), job.mode):
+                    chosen = t
+            if chosen is None:
+                raise NoModel(f"job {job.id} has no finished trial yet", {"status": str(job.status)})
+        epoch = int(chosen["selected"]["epoch"])
+        key = (job.id, str(chosen["trial_id"]), epoch)
+        with self._models_lock:
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key]
+        assert self.settings.storage_path is not None
+        state = checkpoint_at_epoch(self.settings.storage_path, job.id, chosen["trial_id"], epoch)
+        if state is None:
+            raise NoModel(f"the checkpoint of trial {chosen['trial_id']} at its selected epoch {epoch} is not kept")
+        manifest = model_manifest(
+            state, job_id=job.id, trial_id=chosen["trial_id"], branch=chosen.get("branch"), job_name=job.name
+        )
+        entry = ({"model": state["model"]}, manifest)  # the weights only: no optimizer state, no history
+        with self._models_lock:
+            self._models[key] = entry
+            while len(self._models) > MODEL_CACHE_SIZE:
+                self._models.popitem(last=False)
+        return entry
+
+    def delete_job(self, job: JobRecord) -> list[str]:
+        """Delete a finished job's rows and its files under the storage path; returns the removed folders (relative).
+
+        Raises:
+            IllegalTransition: the job is queued or running (409: cancel it first).
+        """
+        from jobs.model_out import remove_job_artifacts
+
+        self.store.delete_job(job.id, job.owner)
+        self.results_cache.discard(job.id)
+        with self._models_lock:
+            for key in [k for k in self._models if k[0] == job.id]:
+                del self._models[key]
+        self.expire_secret(job.id)
+        assert self.settings.storage_path is not None
+        removed = remove_job_artifacts(self.settings.storage_path, job.id)
+        self.notifier.notify()
+        return [p.name for p in removed]
+
     async def cancel(self, job: JobRecord) -> JobRecord:
         if job.status.terminal:
             raise IllegalTransition(f"job {job.id} is already {job.status}", {"status": str(job.status)})

@@ -58,6 +58,10 @@ class NothingToPlot(DomainError):
     status_code, code = 409, "no_finished_trials"
 
 
+class NoModel(DomainError):
+    status_code, code = 409, "no_model"
+
+
 class IdempotencyConflict(DomainError):
     status_code, code = 409, "idempotency_conflict"
 

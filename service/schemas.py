@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag, model_validator
 
 from jobs.results import JobResult
 from service.store import JobStatus
@@ -47,6 +47,8 @@ class JobLinks(_Out):
     events: str
     logs: str
     cancel: str
+    model: str | None = None
+    predict: str | None = None
 
 
 class JobRead(_Out):
@@ -202,3 +204,62 @@ class Readiness(_Out):
     status: Literal["ready", "unready"]
     store: str
     ray: str
+
+
+_Finite = Annotated[float, Field(allow_inf_nan=False)]
+MAX_PREDICT_ROWS = 4096  # the schema's bound; settings.max_predict_rows is the service's (lower) limit
+MAX_ROW_VALUES = 1 << 16
+
+
+class PredictRequest(BaseModel):
+    """Rows to classify with a job's model (the best finished trial at its selected epoch, or ``trial_id``'s)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rows: list[Annotated[list[_Finite], Field(min_length=1, max_length=MAX_ROW_VALUES)]] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_PREDICT_ROWS,
+        description="One list of numbers per input: the model's input shape, flattened (the manifest's input.shape).",
+    )
+    images: list[Annotated[str, StringConstraints(min_length=1, max_length=1 << 20)]] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_PREDICT_ROWS,
+        description="Image models: base64 image files (PNG, JPEG, ...), preprocessed as the model's manifest says.",
+    )
+    trial_id: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+    posthoc: Literal["auto", "none"] | Annotated[float, Field(ge=0, le=10, allow_inf_nan=False)] = Field(
+        "auto", description='"auto" (the adjustment chosen on validation), "none" (raw), or a logit-adjustment tau'
+    )
+    top_k: int = Field(5, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _one_kind_of_input(self) -> PredictRequest:
+        if (self.rows is None) == (self.images is None):
+            raise ValueError("give either rows or images")
+        return self
+
+
+class TopClass(_Out):
+    index: int
+    name: str
+    probability: float
+
+
+class Prediction(_Out):
+    top: list[TopClass]
+
+
+class PredictResponse(_Out):
+    job_id: str
+    trial_id: str
+    epoch: int
+    posthoc: dict[str, Any]
+    predictions: list[Prediction]
+
+
+class DeleteResponse(_Out):
+    job_id: str
+    deleted: bool
+    removed: list[str] = Field(description="The job's folders removed under the storage path")

@@ -63,6 +63,7 @@ class Settings(BaseSettings):
     max_jobs_per_owner: int = Field(10, ge=1, description="Queued + running jobs per owner")
     max_running_jobs: int = Field(1, ge=1, description="Jobs running on Ray at once; the rest wait as queued")
     max_body_bytes: int = Field(1 << 20, ge=1024)
+    max_predict_rows: int = Field(1024, ge=1, le=4096, description="Rows per POST /jobs/{id}/predict")
     max_event_body_bytes: int = Field(
         16 << 20,
         ge=1024,

@@ -409,6 +409,29 @@ class JobStore:
             raise NotFound(f"job {job_id!r} not found")
         return JobRecord.from_row(row)
 
+    def delete_job(self, job_id: str, owner: str) -> JobRecord:
+        """Delete a finished job of ``owner`` with its trials, epochs and events (one transaction); returns it.
+
+        Raises:
+            NotFound: no such job of this owner.
+            IllegalTransition: the job is queued or running (cancel it first).
+        """
+        with self._write() as conn:
+            row = conn.execute(
+                sa.select(*_JOB_COLUMNS).where(jobs_table.c.id == job_id, jobs_table.c.owner == owner)
+            ).first()
+            if row is None:
+                raise NotFound(f"job {job_id!r} not found")
+            job = JobRecord.from_row(row)
+            if not job.status.terminal:
+                raise IllegalTransition(
+                    f"job {job_id} is {job.status}: cancel it before deleting it", {"status": str(job.status)}
+                )
+            for table in (epochs_table, trials_table, events_table):
+                conn.execute(sa.delete(table).where(table.c.job_id == job_id))
+            conn.execute(sa.delete(jobs_table).where(jobs_table.c.id == job_id))
+        return job
+
     def list_jobs(
         self, *, owner: str | None, statuses: Iterable[JobStatus] = (), limit: int = 50, cursor: str | None = None
     ) -> tuple[list[JobRecord], str | None]:

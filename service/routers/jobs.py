@@ -1,8 +1,10 @@
-"""``/jobs``: submit, list, read, results, events (SSE), logs, plots, cancel."""
+"""``/jobs``: submit, list, read, results, events (SSE), logs, plots, cancel, delete, model download, predict."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hashlib
 import hmac
 import json
@@ -13,14 +15,26 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, StreamingResponse
+from pydantic import ValidationError
 
 from service.deps import JobDep, OwnerDep, ServiceDep, SettingsDep, StoreDep
-from service.errors import InvalidJSON, InvalidParameter, NotFound, NothingToPlot
+from service.errors import InvalidJSON, InvalidParameter, NotFound, NothingToPlot, PayloadTooLarge
 from service.results import partial_result
-from service.schemas import ErrorResponse, JobList, JobRead, JobResults
+from service.schemas import (
+    DeleteResponse,
+    ErrorResponse,
+    JobList,
+    JobRead,
+    JobResults,
+    Prediction,
+    PredictRequest,
+    PredictResponse,
+    TopClass,
+)
 from service.store import JobRecord, JobStatus, JobStore
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -59,6 +73,8 @@ def job_read(job: JobRecord, store: JobStore) -> JobRead:
             "events": f"{base}/events",
             "logs": f"{base}/logs",
             "cancel": f"{base}/cancel",
+            "model": f"{base}/model",
+            "predict": f"{base}/predict",
         },
         resumes=job.resumes,
         resume_history=list(job.resume_history),
@@ -304,6 +320,141 @@ async def cancel_job(job: JobDep, service: ServiceDep) -> JobRead:
     """Stop the job's Ray work (its resources are freed) and mark it cancelled; 409 once it finished."""
     updated = await service.cancel(job)
     return await asyncio.to_thread(job_read, updated, service.store)
+
+
+@router.delete(
+    "/{job_id}",
+    response_model=DeleteResponse,
+    responses={
+        **_ERRORS,
+        409: {"model": ErrorResponse, "description": "The job is queued or running: cancel it first"},
+    },
+)
+async def delete_job(job: JobDep, service: ServiceDep) -> DeleteResponse:
+    """Delete a finished job: its rows (trials, epochs, events) and its files under the storage path (checkpoints)."""
+    removed = await run_in_threadpool(service.delete_job, job)
+    return DeleteResponse(job_id=job.id, deleted=True, removed=removed)
+
+
+_MODEL_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **_JSON_ERRORS,
+    200: {
+        "content": {"application/octet-stream": {}, "application/zip": {}},
+        "description": "format=checkpoint: a model file (torch.save of the weights and the JSON manifest; "
+        "lt_core.load_model reads it). format=exported: a zip of model.pt2 (torch.export) and manifest.json.",
+    },
+    409: {
+        "description": "No finished trial (or this one is not finished), or its checkpoint is gone",
+        "content": _ERROR_JSON,
+    },
+    422: {"description": "An invalid format", "content": _ERROR_JSON},
+}
+ModelFormat = Annotated[str, Query(pattern="^(checkpoint|exported)$", description="checkpoint (default) or exported")]
+
+
+def _model_response(service: Any, job: JobRecord, trial_id: str | None, fmt: str) -> Response:
+    from jobs.model_out import exported_zip_bytes, model_file_bytes
+
+    state, manifest = service.model_checkpoint(job, trial_id)
+    stem = f"{job.id}-{manifest['trial_id']}-epoch{manifest['epoch']}"
+    if fmt == "exported":
+        body, media, name = exported_zip_bytes(state, manifest), "application/zip", f"{stem}.zip"
+    else:
+        body, media, name = model_file_bytes(state, manifest), "application/octet-stream", f"{stem}.pt"
+    headers = {
+        "Content-Disposition": f'attachment; filename="{name}"',
+        "X-Longtail-Trial": str(manifest["trial_id"]),
+        "X-Longtail-Epoch": str(manifest["epoch"]),
+    }
+    return Response(body, media_type=media, headers=headers)
+
+
+@router.get("/{job_id}/model", responses=_MODEL_RESPONSES, response_class=Response)
+async def job_model(job: JobDep, service: ServiceDep, format: ModelFormat = "checkpoint") -> Response:  # noqa: A002
+    """The job's best finished trial at its selected epoch, with its manifest (classes, counts, input, post-hoc)."""
+    return await run_in_threadpool(_model_response, service, job, None, format)
+
+
+@router.get("/{job_id}/trials/{trial_id}/model", responses=_MODEL_RESPONSES, response_class=Response)
+async def trial_model(
+    job: JobDep,
+    service: ServiceDep,
+    trial_id: Annotated[str, Path(max_length=128)],
+    format: ModelFormat = "checkpoint",  # noqa: A002
+) -> Response:
+    """A finished trial's model at its selected epoch (see ``/jobs/{job_id}/model``)."""
+    return await run_in_threadpool(_model_response, service, job, trial_id, format)
+
+
+@router.post(
+    "/{job_id}/predict",
+    response_model=PredictResponse,
+    responses={
+        **_ERRORS,
+        409: {"model": ErrorResponse, "description": "No finished trial yet"},
+        413: {"model": ErrorResponse, "description": "More rows than the service's limit, or a too large body"},
+        422: {"model": ErrorResponse, "description": "Rows of the wrong shape (the message names the expected one)"},
+    },
+)
+async def predict(request: Request, job: JobDep, service: ServiceDep, settings: SettingsDep) -> PredictResponse:
+    """Top-k classes with probabilities per row (or image), from the job's model (post-hoc adjusted as ``posthoc``
+    says). The body is a ``PredictRequest``."""
+    raw = parse_strict_json(await request.body())  # strict JSON (422, never a parse 400); bounded by the middleware
+    try:
+        body = PredictRequest.model_validate(raw)
+    except ValidationError as exc:
+        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False, include_context=False)]
+        raise RequestValidationError(errors) from None
+    n = len(body.rows or body.images or [])
+    if n > settings.max_predict_rows:
+        raise PayloadTooLarge(
+            f"{n} {'rows' if body.rows is not None else 'images'} exceed the limit of {settings.max_predict_rows} "
+            "per request",
+            {"limit": settings.max_predict_rows},
+        )
+    return await run_in_threadpool(_predict, service, job, body)
+
+
+def _predict(service: Any, job: JobRecord, body: PredictRequest) -> PredictResponse:
+    import torch
+
+    from lt_core.inference import InputError, model_from_manifest, predict_logits
+
+    state, manifest = service.model_checkpoint(job, body.trial_id)
+    model = model_from_manifest(manifest)
+    model.load_state_dict(state["model"])
+    posthoc: Any = body.posthoc if isinstance(body.posthoc, str) else {"tau": float(body.posthoc)}
+    inputs: Any = body.rows
+    if body.images is not None:
+        if manifest["input"]["preprocessing"].get("kind") != "image":
+            raise InvalidParameter(
+                f"this model takes rows of shape {manifest['input']['shape']}, not images",
+                {"expected_shape": manifest["input"]["shape"]},
+            )
+        try:
+            inputs = [base64.b64decode(text, validate=True) for text in body.images]
+        except (binascii.Error, ValueError):
+            raise InvalidParameter("images must be base64-encoded image files") from None
+    try:
+        probs = predict_logits(model, manifest, inputs, posthoc=posthoc).softmax(dim=1)
+    except InputError as exc:
+        raise InvalidParameter(str(exc), {"expected_shape": manifest["input"]["shape"]}) from None
+    k = min(body.top_k, probs.shape[1])
+    values, indices = torch.topk(probs, k, dim=1)
+    names = manifest["class_names"]
+    predictions = [
+        Prediction(top=[TopClass(index=i, name=str(names[i]), probability=p) for p, i in zip(ps, ix, strict=True)])
+        for ps, ix in zip(values.tolist(), indices.tolist(), strict=True)
+    ]
+    if posthoc == "auto":
+        used = {"method": manifest["posthoc"]["method"], "tau": manifest["posthoc"]["tau"]}
+    elif posthoc == "none":
+        used = {"method": "none", "tau": 0.0}
+    else:
+        used = {"method": "logit_adjustment", "tau": posthoc["tau"]}
+    return PredictResponse(
+        job_id=job.id, trial_id=manifest["trial_id"], epoch=manifest["epoch"], posthoc=used, predictions=predictions
+    )
 
 
 @router.get(

@@ -765,6 +765,23 @@
           config: control.config,
           isControl: true,
         });
+        const ph = result.control_posthoc;
+        if (ph && isNum(ph.test_mean)) {
+          // "CE + post-hoc LA": the control's logits adjusted by -tau log(prior), tau chosen on validation.
+          rows.push({
+            branch: `CE + post-hoc LA (tau ${ph.tau})`,
+            trialId: null, // the control's own trial: not marked best a second time
+            seeds: isNum(ph.n_seeds) ? ph.n_seeds : null,
+            metrics: ph.metrics || {},
+            value: ph.test_mean,
+            controlValue: controlValue,
+            gain: isNum(ph.gain) ? ph.gain : null,
+            gainStd: isNum(ph.gain_std) ? ph.gain_std : null,
+            ci: Array.isArray(ph.gain_ci95) ? ph.gain_ci95 : null,
+            significant: Array.isArray(ph.gain_ci95) && (ph.gain_ci95[0] > 0 || ph.gain_ci95[1] < 0),
+            config: control.config,
+          });
+        }
       }
       return rows;
     }

@@ -183,6 +183,51 @@ def test_job_runs_to_results_across_a_service_restart(service: ServiceProcess) -
         assert service.env["LONGTAIL_STATE_DIR"] not in json.dumps(res)
         metrics = c.get("/metrics").text
         assert 'longtail_jobs{status="succeeded"} 1' in metrics
+        check_model_out(c, job_id, res, service)
+
+
+def check_model_out(c: httpx.Client, job_id: str, res: dict[str, Any], service: ServiceProcess) -> None:
+    """The finished job's model: downloaded, loaded, it scores the job's test split as the results report."""
+    import tempfile
+
+    import torch
+
+    from jobs.spec import JobSpec
+    from jobs.train import trial_data
+    from jobs.tune import evaluation_options
+    from lt_core import load_model
+    from lt_core.inference import predict_logits
+    from lt_core.metrics import EvalAccumulator
+
+    r = c.get(f"/jobs/{job_id}/model", timeout=60)
+    assert r.status_code == 200, r.text
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "m.pt").write_bytes(r.content)
+        model, manifest = load_model(Path(tmp) / "m.pt")
+    assert manifest["trial_id"] == res["best_trial"]["trial_id"] or any(
+        t["trial_id"] == manifest["trial_id"] for t in res["trials"]
+    )
+    trial = next(t for t in res["trials"] if t["trial_id"] == manifest["trial_id"])
+    assert manifest["epoch"] == trial["selected"]["epoch"] and manifest["posthoc"]["tau"] == trial["posthoc"]["tau"]
+    spec = JobSpec.model_validate(c.get(f"/jobs/{job_id}").json()["spec"])
+    data = trial_data(spec.dataset.model_dump(), evaluation_options(spec))
+    assert data.fingerprint == manifest["dataset"]["fingerprint"] == res["dataset"]["fingerprint"]
+    x = torch.stack([data.test[i][0] for i in range(len(data.test))])
+    for posthoc, reported in (
+        ("none", trial["selected"]["test"]["balanced_accuracy"]),
+        ("auto", trial["posthoc"]["test"]["balanced_accuracy"]),
+    ):
+        acc = EvalAccumulator(manifest["num_classes"])
+        acc.update(predict_logits(model, manifest, x, posthoc=posthoc), data.test_targets)
+        assert abs(acc.compute(manifest["class_counts"])["balanced_accuracy"] - reported) <= 1e-6, posthoc
+    assert res["control_posthoc"] is not None and res["control_posthoc"]["method"] == "logit_adjustment"
+    # Deleting the finished job removes its Tune experiment and its rows.
+    storage = Path(service.env["LONGTAIL_STATE_DIR"]) / "ray_results"
+    assert (storage / f"tune-{job_id}").is_dir()
+    d = c.delete(f"/jobs/{job_id}")
+    assert d.status_code == 200, d.text
+    assert not (storage / f"tune-{job_id}").exists() and not (storage / job_id).exists()
+    assert c.get(f"/jobs/{job_id}").status_code == 404
 
 
 def test_cancel_frees_ray_resources(service: ServiceProcess, ray_session) -> None:

@@ -109,13 +109,20 @@ def test_two_worker_ddp_trial_all_reduces_counts_and_builds_the_loss_from_them(r
     # Each worker evaluates a shard of the validation split too (its summable state all-reduced, as for test).
     assert 0 <= metrics["val_balanced_accuracy"] <= 1 and "val_ece" in metrics
     assert result.metrics[SELECTION_SCORE] == max(metrics["val_balanced_accuracy"], result.metrics[SELECTION_SCORE])
+    # The post-hoc grids are all-reduced like the raw confusion: at tau = 0 they are the full splits' raw figures.
+    for split, prefix in (("test", ""), ("val", "val_")):
+        for method, rows in metrics["posthoc"][split].items():
+            assert rows[0]["balanced_accuracy"] == metrics[f"{prefix}balanced_accuracy"], (split, method)
+    with result.checkpoint.as_directory() as folder:
+        state = torch.load(f"{folder}/checkpoint.pt", map_location="cpu", weights_only=False)
+    assert state["extra"]["manifest"]["epoch"] == 2 and state["extra"]["manifest"]["num_classes"] == 10
 
 
 @pytest.mark.ray
 def test_small_search_over_two_branches_returns_a_complete_result(ray_session, tmp_path):
     spec = tiny_spec()
     events = []
-    result = run_job(spec, storage_path=tmp_path, on_event=events.append)
+    result = run_job(spec, storage_path=tmp_path, on_event=events.append, experiment_name="tune-job_t")
     assert json.loads(json.dumps(result)) == result  # plain JSON
     trials = result["trials"]
     assert len(trials) == 3 and sum(t["is_control"] for t in trials) == 1
@@ -141,6 +148,11 @@ def test_small_search_over_two_branches_returns_a_complete_result(ray_session, t
     best = max(trials, key=lambda t: t["selected"]["val"]["balanced_accuracy"])
     assert result["best_trial"]["trial_id"] == best["trial_id"] and result["selected_on"] == "val"
     assert result["dataset"]["fingerprint"] and sum(result["dataset"]["class_counts"]) > 0
+    from jobs.model_out import checkpoint_at_epoch
+
+    for t in trials:  # Ray kept the selected epoch's checkpoint (ranked by checkpoint_score) and the last one
+        assert checkpoint_at_epoch(tmp_path, "job_t", t["trial_id"], t["selected"]["epoch"]) is not None
+        assert checkpoint_at_epoch(tmp_path, "job_t", t["trial_id"], 2) is not None
     assert result["dataset"]["val_size"] == result["dataset"]["test_size"] == 250  # 50 per class, halved
     kinds = [e["type"] for e in events]
     assert kinds.count("trial_started") == 3 and kinds.count("trial_finished") == 3 and kinds.count("epoch") == 6
