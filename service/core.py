@@ -320,20 +320,7 @@ class JobService:
         sub_id = submission_id_for(job.id)
         if not self.store.prepare_dispatch(job.id, sub_id, secret_hash(secret)):
             return  # cancelled meanwhile
-        assert self.settings.storage_path is not None
-        # The driver reads its secret from a 0600 file: the Ray job's env vars and entrypoint are public to anyone
-        # who can reach Ray's Jobs API or read its logs.
-        secret_file = self.secret_file(job.id)
-        write_private(secret_file, secret)
-        submission = Submission(
-            job_id=job.id,
-            submission_id=sub_id,
-            spec_json=job.run_spec,
-            secret=secret,
-            secret_file=str(secret_file),
-            service_url=str(self.settings.public_url),
-            storage_path=str(self.settings.storage_path),
-        )
+        submission = self._submission(job, sub_id, secret)
         self._submitting.add(job.id)
         try:
             await self.dispatcher.submit(submission)
@@ -465,18 +452,7 @@ class JobService:
             )
         if updated is None:
             return  # cancelled or finished meanwhile
-        assert self.settings.storage_path is not None
-        secret_file = self.secret_file(job.id)  # the new driver's secret, like a first dispatch's (_start_job)
-        write_private(secret_file, secret)
-        submission = Submission(
-            job_id=job.id,
-            submission_id=submission_id,
-            spec_json=job.run_spec,
-            secret=secret,
-            secret_file=str(secret_file),
-            service_url=str(self.settings.public_url),
-            storage_path=str(self.settings.storage_path),
-        )
+        submission = self._submission(job, submission_id, secret)
         self._submitting.add(job.id)
         try:
             await self.dispatcher.submit(submission)
@@ -492,6 +468,25 @@ class JobService:
         self._resume_retry.pop(job.id, None)
         logger.info("job %s resumes as %s (resume %d)", job.id, submission_id, updated.resumes)
         self.notifier.notify()
+
+    def _submission(self, job: JobRecord, submission_id: str, secret: str) -> Submission:
+        """What the dispatcher sends to Ray for ``job``; writes the driver's secret file first.
+
+        The driver reads its secret from a 0600 file: the Ray job's env vars and entrypoint are public to anyone
+        who can reach Ray's Jobs API or read its logs.
+        """
+        assert self.settings.storage_path is not None
+        secret_file = self.secret_file(job.id)
+        write_private(secret_file, secret)
+        return Submission(
+            job_id=job.id,
+            submission_id=submission_id,
+            spec_json=job.run_spec,
+            secret=secret,
+            secret_file=str(secret_file),
+            service_url=str(self.settings.public_url),
+            storage_path=str(self.settings.storage_path),
+        )
 
     async def _log_tail(self, submission_id: str) -> str:
         try:
