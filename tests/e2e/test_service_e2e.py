@@ -1,6 +1,6 @@
 """End to end: a real ``python -m service`` (uvicorn) subprocess on the session's local Ray, through the Jobs API.
 
-One job on ``digits_lt`` (two losses + the control, 2 epochs, tiny MLP; two 0.99-CPU trials fit 2 CPUs) runs while
+One job on ``digits_lt`` (two losses + the control, 8 epochs of a wide MLP, one trial at a time) runs while
 the service is killed and restarted on the same store; then a second job is cancelled while it runs and Ray must
 give its CPUs back. Waits are polls with deadlines that fail with the last state seen.
 """
@@ -116,10 +116,23 @@ def job_spec(name: str, epochs: int) -> dict[str, Any]:
     }
 
 
+RESTART_EPOCHS = 8
+
+
+def restart_spec() -> dict[str, Any]:
+    """Trials of a few seconds (a wide MLP, small batches), one at a time: the job is still running when the test
+    has seen its first epoch and kills the service."""
+    spec = job_spec("e2e-restart", epochs=RESTART_EPOCHS)
+    spec["model"] = {"name": "mlp", "hidden_sizes": [2048, 2048]}
+    spec["train"]["batch_size"] = 8
+    spec["tune"]["max_concurrent_trials"] = 1
+    return spec
+
+
 def test_job_runs_to_results_across_a_service_restart(service: ServiceProcess) -> None:
     with service.client() as c:
         assert c.get("/readyz").json()["status"] == "ready"
-        r = c.post("/jobs", json=job_spec("e2e-restart", epochs=2), headers={"Idempotency-Key": "e2e-1"})
+        r = c.post("/jobs", json=restart_spec(), headers={"Idempotency-Key": "e2e-1"})
         assert r.status_code == 201, r.text
         job_id = r.json()["id"]
         # Refused before it is accepted: a worker larger than any node.
@@ -151,14 +164,14 @@ def test_job_runs_to_results_across_a_service_restart(service: ServiceProcess) -
         )
         assert done["status"] == "succeeded", done
         assert done["progress"]["trials_done"] == done["progress"]["trials_total"] == 3
-        assert done["progress"]["epochs_reported"] == 6
+        assert done["progress"]["epochs_reported"] == 3 * RESTART_EPOCHS
 
         res = c.get(f"/jobs/{job_id}/results").json()
         assert res["complete"] is True and res["status"] == "succeeded"
         assert len(res["trials"]) == 3 and sum(t["is_control"] for t in res["trials"]) == 1
         assert res["control_trial_id"] in {t["trial_id"] for t in res["trials"]}
         for trial in res["trials"]:
-            assert trial["status"] == "succeeded" and len(trial["history"]) == 2
+            assert trial["status"] == "succeeded" and len(trial["history"]) == RESTART_EPOCHS
             assert len(trial["final"]["per_class_accuracy"]) == 10
             assert {"many_shot_accuracy", "medium_shot_accuracy", "few_shot_accuracy"} <= set(trial["final"])
         assert {b["branch"] for b in res["branches"]} >= {"focal", "logit_adjusted"}
@@ -173,10 +186,10 @@ def test_job_runs_to_results_across_a_service_restart(service: ServiceProcess) -
             for line in stream.splitlines()
             if line.startswith("data: ") and '"type":"epoch"' in line
         ]
-        assert len({(e["trial_id"], e["epoch"]) for e in epochs}) == 6
+        assert len({(e["trial_id"], e["epoch"]) for e in epochs}) == 3 * RESTART_EPOCHS
         assert "job_finished" in stream
         # The idempotent retry still answers with the same job.
-        again = c.post("/jobs", json=job_spec("e2e-restart", epochs=2), headers={"Idempotency-Key": "e2e-1"})
+        again = c.post("/jobs", json=restart_spec(), headers={"Idempotency-Key": "e2e-1"})
         assert again.json()["id"] == job_id
         logs = c.get(f"/jobs/{job_id}/logs").text
         assert logs.strip() and service.env["LONGTAIL_STATE_DIR"] not in logs  # server paths made relative
