@@ -109,20 +109,29 @@ def _dataset_key(dataset: dict[str, Any]) -> str:
     return json.dumps([dataset, files], sort_keys=True, default=str)
 
 
-def cached_dataset(dataset: dict[str, Any]) -> LTData:
+def _cached(cache: dict[str, LTData], key: str, make: Callable[[], LTData]) -> LTData:
+    """``cache[key]``, made by ``make()`` when absent; the ``_DATASET_CACHE_SIZE`` most recently used are kept."""
+    value = cache.pop(key, None)
+    if value is None:
+        value = make()
+    cache[key] = value  # most recently used last
+    while len(cache) > _DATASET_CACHE_SIZE:
+        cache.pop(next(iter(cache)))
+    return value
+
+
+def cached_dataset(dataset: dict[str, Any], key: str | None = None) -> LTData:
     """``load_dataset`` with a small per-process cache, so the trials a reused worker runs load the data once.
 
     Loaders are deterministic functions of their parameters (and of the files they read: a changed file is a new
-    key). The cached ``LTData`` is shared read-only: trials index it and never write to it.
+    key). The cached ``LTData`` is shared read-only: trials index it and never write to it. ``key`` is
+    ``_dataset_key(dataset)`` when the caller has it already.
     """
-    key = _dataset_key(dataset)
-    data = _DATASETS.pop(key, None)
-    if data is None:
-        data = load_dataset(dataset["name"], **{k: v for k, v in dataset.items() if k != "name"})
-    _DATASETS[key] = data  # most recently used last
-    while len(_DATASETS) > _DATASET_CACHE_SIZE:
-        _DATASETS.pop(next(iter(_DATASETS)))
-    return data
+    return _cached(
+        _DATASETS,
+        key or _dataset_key(dataset),
+        lambda: load_dataset(dataset["name"], **{k: v for k, v in dataset.items() if k != "name"}),
+    )
 
 
 def trial_data(dataset: dict[str, Any], evaluation: dict[str, Any] | None = None) -> LTData:
@@ -130,20 +139,19 @@ def trial_data(dataset: dict[str, Any], evaluation: dict[str, Any] | None = None
 
     ``evaluation`` (a planned trial's, see ``jobs.tune``): ``split`` (selection on validation), ``val_fraction`` and
     ``seed`` (the dataset's, so every trial of a job, every repeat included, gets the same split). A dataset with its
-    own validation split keeps it either way.
+    own validation split keeps it either way. A split shares the cached data's tensors (it copies only the test rows).
     """
-    data = cached_dataset(dataset)
+    key = _dataset_key(dataset)
+    data = cached_dataset(dataset, key)
     evaluation = evaluation or {}
-    if evaluation.get("split") or data.val is not None:
-        key = "split:" + json.dumps([_dataset_key(dataset), evaluation.get("val_fraction"), evaluation.get("seed")])
-        split = _SPLITS.pop(key, None)
-        if split is None:
-            split = with_validation(data, float(evaluation.get("val_fraction", 0.5)), int(evaluation.get("seed", 0)))
-        _SPLITS[key] = split  # shares the cached data's tensors (a split copies only the test rows)
-        while len(_SPLITS) > _DATASET_CACHE_SIZE:
-            _SPLITS.pop(next(iter(_SPLITS)))
-        return split
-    return data
+    if not (evaluation.get("split") or data.val is not None):
+        return data
+    fraction, seed = evaluation.get("val_fraction"), evaluation.get("seed")
+    return _cached(
+        _SPLITS,
+        "split:" + json.dumps([key, fraction, seed]),
+        lambda: with_validation(data, float(fraction if fraction is not None else 0.5), int(seed or 0)),
+    )
 
 
 def global_class_counts(data: LTData, rank: int, world_size: int, device: torch.device | str = "cpu") -> Tensor:
