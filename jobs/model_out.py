@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
 import tempfile
 import zipfile
@@ -24,6 +23,7 @@ from typing import Any
 
 import torch
 
+from jobs.results import KEEP_CHOICES, keep_checkpoints_setting  # noqa: F401 (re-exported)
 from jobs.train import CHECKPOINT_FILE
 
 EXPORTED_PROGRAM = "model.pt2"
@@ -58,21 +58,6 @@ def trial_checkpoint_files(storage: str | Path, job_id: str, trial_id: str) -> l
     folders = [root / name / f"trial_{trial_id}", root / f"{name}-trial_{trial_id}"]
     files = [f for d in folders if d.is_dir() for f in d.glob(f"checkpoint_*/{CHECKPOINT_FILE}")]
     return sorted(files, key=lambda f: f.parent.name)
-
-
-KEEP_CHOICES = ("selected", "selected+last", "all")
-
-
-def keep_checkpoints_setting(value: str | None = None) -> str:
-    """``LONGTAIL_KEEP_CHECKPOINTS`` (default ``selected+last``), checked.
-
-    Raises:
-        ValueError: naming the choices.
-    """
-    value = value if value is not None else os.environ.get("LONGTAIL_KEEP_CHECKPOINTS", "selected+last")
-    if value not in KEEP_CHOICES:
-        raise ValueError(f"LONGTAIL_KEEP_CHECKPOINTS must be one of {list(KEEP_CHOICES)}, got {value!r}")
-    return value
 
 
 def prune_checkpoints(storage: str | Path, job_id: str, result: dict[str, Any], keep: str) -> list[Path]:

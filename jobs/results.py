@@ -21,6 +21,7 @@ partial results of a running job, which rebuild the trials from the stored epoch
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import threading
 from collections.abc import Sequence
@@ -34,7 +35,27 @@ from jobs.spec import METRICS, JobSpec
 METRICS_JSON = "metrics_json"
 # The key of a trial report that carries the trial's selection value so far (Tune's metric: ASHA and TPE use it).
 SELECTION_SCORE = "selection_score"
+# The report key Ray ranks a trial's checkpoints by (``jobs.tune._keep_checkpoints``; the value comes from
+# ``jobs.train.checkpoint_score``): the selection metric, with ties going to the earlier epoch, as the results select
+# (the first best epoch). Without the tie-break Ray could keep a later epoch of equal value and drop the selected
+# one's checkpoint.
+CHECKPOINT_SCORE = "checkpoint_score"
 VAL_PREFIX = "val_"
+
+
+KEEP_CHOICES = ("selected", "selected+last", "all")
+
+
+def keep_checkpoints_setting(value: str | None = None) -> str:
+    """``LONGTAIL_KEEP_CHECKPOINTS`` (default ``selected+last``), checked.
+
+    Raises:
+        ValueError: naming the choices.
+    """
+    value = value if value is not None else os.environ.get("LONGTAIL_KEEP_CHECKPOINTS", "selected+last")
+    if value not in KEEP_CHOICES:
+        raise ValueError(f"LONGTAIL_KEEP_CHECKPOINTS must be one of {list(KEEP_CHOICES)}, got {value!r}")
+    return value
 
 
 def is_better(value: float | None, best: float | None, mode: str) -> bool:

@@ -25,7 +25,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
-from jobs.results import METRICS_JSON, SELECTION_SCORE, VAL_PREFIX, is_better
+from jobs.results import CHECKPOINT_SCORE, METRICS_JSON, SELECTION_SCORE, VAL_PREFIX, is_better
 from lt_core.datasets import LTData, load_dataset, with_validation
 from lt_core.engine import (
     EpochShardSampler,
@@ -291,10 +291,6 @@ def run_trial(trial: dict[str, Any], dataset: dict[str, Any], ctx: TrialContext 
     return history
 
 
-# The report key Ray ranks a trial's checkpoints by (``jobs.tune._keep_checkpoints``): the selection metric, with
-# ties going to the earlier epoch, as the results select (the first best epoch). Without the tie-break Ray could keep
-# a later epoch of equal value and drop the selected one's checkpoint.
-CHECKPOINT_SCORE = "checkpoint_score"
 _TIE_BREAK = 1e-12
 
 

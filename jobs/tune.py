@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from jobs.results import METRICS_JSON, SELECTION_SCORE, ResultCollector
+from jobs.results import CHECKPOINT_SCORE, METRICS_JSON, SELECTION_SCORE, ResultCollector, keep_checkpoints_setting
 from jobs.spec import (
     TRIAL_DRIVER_CPU,
     Choice,
@@ -373,12 +373,8 @@ def _keep_checkpoints(job: dict[str, Any]) -> dict[str, Any]:
     """Per trial, the best checkpoint by the job's metric and the latest (Ray never deletes the latest, which a retry
     resumes from). ``LONGTAIL_KEEP_CHECKPOINTS=all`` keeps every checkpoint written; with ``selected`` the driver
     removes the last epoch's too once the job is done (``jobs.model_out.prune_checkpoints``)."""
-    from jobs.model_out import keep_checkpoints_setting
-
     if keep_checkpoints_setting() == "all":
         return {}
-    from jobs.train import CHECKPOINT_SCORE
-
     return {
         "num_to_keep": 1,
         "checkpoint_score_attribute": CHECKPOINT_SCORE,  # the selection metric, ties to the earlier epoch
