@@ -43,7 +43,7 @@ from pydantic import ConfigDict, PrivateAttr, ValidationError
 
 from jobs.spec import JobSpec
 from service.schemas import JobRead, JobResults, Progress
-from service.store import JobStatus
+from service.status import JobStatus
 
 __all__ = [
     "AsyncClient",

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag, model_validator
 
 from jobs.results import JobResult
-from service.store import JobStatus
+from service.status import JobStatus
 
 
 class _Out(BaseModel):

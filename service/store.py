@@ -29,7 +29,6 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -40,42 +39,12 @@ from sqlalchemy.engine import Connection, Engine
 
 from jobs.results import is_better
 from service.errors import IdempotencyConflict, IllegalTransition, NotFound, QuotaExceeded
-
-try:  # Python 3.11+
-    from enum import StrEnum
-except ImportError:  # pragma: no cover - Python 3.10
-
-    class StrEnum(str, Enum):  # type: ignore[no-redef]
-        def __str__(self) -> str:
-            return str(self.value)
-
+from service.status import ACTIVE, TRANSITIONS, JobStatus
 
 SCHEMA_VERSION = "0003"  # the Alembic head revision
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
-class JobStatus(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def terminal(self) -> bool:
-        return self in TERMINAL
-
-
-TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
-ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
-
-TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
-    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.CANCELLED, JobStatus.FAILED}),
-    JobStatus.RUNNING: frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED}),
-    JobStatus.SUCCEEDED: frozenset(),
-    JobStatus.FAILED: frozenset(),
-    JobStatus.CANCELLED: frozenset(),
-}
 _SOURCES: dict[JobStatus, list[str]] = {
     new: [str(old) for old, targets in TRANSITIONS.items() if new in targets] for new in JobStatus
 }

@@ -159,6 +159,7 @@ def resolve_dataset_paths(spec: JobSpec, data_root: Path) -> JobSpec:
         raise SpecRejected("a dataset path is not usable", details)
     return spec.with_paths(resolved)
 
+
 MAX_PATH_CHARS = 1024
 MAX_COMPONENT_CHARS = 255
 
