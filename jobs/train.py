@@ -222,7 +222,8 @@ class TrialReporter:
         self.score = SelectionScore(self.evaluation, history)
 
     def report(self, end: EpochEnd) -> None:
-        assert self.ctx.report is not None
+        if self.ctx.report is None:  # nothing to report to (run_trial then installs no report hook)
+            return
         metrics, mode = end.metrics, self.evaluation.get("mode", "max")
         payload = report_payload(metrics) | {
             SELECTION_SCORE: self.score.update(metrics),
