@@ -26,12 +26,15 @@ from support import wait_for
 from test_browser import CHROMIUM_ARGS, OWNER, TOKEN, VIEWPORT, chromium_path, free_socket
 
 from service.app import create_app
+from service.dispatcher import DriverState
 from service.settings import Settings
 from service.store import JobStatus, JobStore
 from service.testing import FakeDispatcher
 from service.validation import parse_spec
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+SUBMISSION = "fake-submission"
 
 SPEC: dict[str, Any] = {
     "name": "lt-param-paths",
@@ -100,7 +103,7 @@ def running_job(store: JobStore, settings: Settings) -> str:
         mode=spec.tune.resolved_mode,
         trial_total=spec.trial_count(),
     )
-    store.prepare_dispatch(job.id, "fake-submission", "not-a-real-secret-hash")
+    store.prepare_dispatch(job.id, SUBMISSION, "not-a-real-secret-hash")
     store.transition(job.id, JobStatus.RUNNING)
     events: list[dict[str, Any]] = []
     for t in TRIALS:
@@ -128,7 +131,9 @@ def server(tmp_path: Path) -> Iterator[tuple[str, str]]:
     )
     store = JobStore(f"sqlite:///{tmp_path / 'longtail.db'}")
     job_id = running_job(store, settings)
-    app = create_app(settings, dispatcher=FakeDispatcher(), store=store)
+    dispatcher = FakeDispatcher()
+    dispatcher.set_state(SUBMISSION, DriverState.RUNNING)  # the job's driver runs: the reconciler leaves it be
+    app = create_app(settings, dispatcher=dispatcher, store=store)
     sock = free_socket()
     config = uvicorn.Config(app, log_level="warning", lifespan="on", ws="none", access_log=False)
     srv = uvicorn.Server(config)
@@ -185,7 +190,13 @@ def test_job_page_shows_parameter_paths_as_is(server: tuple[str, str], browser_p
     # The trials written through the store are the trials table's rows.
     trial_ids = page.locator("#trials-table tr.trial-row").evaluate_all("rows => rows.map(r => r.dataset.trialId)")
     assert sorted(trial_ids) == sorted(t["trial_id"] for t in TRIALS)
-    assert not [p for p in problems if p.startswith("pageerror")], problems
+    # The job runs: the page follows its event stream, which replays the stored events into the event log.
+    page.wait_for_function("() => document.getElementById('live-state').textContent === 'live'")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#event-log li')]"
+        ".some(li => li.textContent.endsWith('trial t_ib started (ib)'))"
+    )
+    assert not problems, problems  # no console error, no uncaught exception
 
 
 def evaluate_module(page: Any, base: str, body: str) -> Any:
