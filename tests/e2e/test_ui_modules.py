@@ -331,3 +331,29 @@ def test_parameter_paths_and_events_in_the_modules(
     assert got[0] == ["branch.reweighting", "branch.start_epoch", "loss.alpha", "loss.gamma"], got
     assert got[1] == "loss.alpha=1000, branch.start_epoch=3", got
     assert got[2] == {"type": "epoch", "data": {"trial_id": "a", "epoch": 2}} and got[3] is None, got
+
+
+def test_sign_out_and_a_rejected_token_show_the_token_form(
+    server: tuple[str, str], browser_page: tuple[Any, list[str]]
+) -> None:
+    """The chrome module's token form, reached through the api module's 401 handler and the sign-out button."""
+    base, job_id = server
+    page, _ = browser_page
+    page.goto(f"{base}/ui/#/jobs/{job_id}")
+    page.wait_for_selector("#job-page")
+    page.click("#sign-out")
+    page.wait_for_selector("#token-form", state="visible")  # the service says it wants a token: the form again
+    assert page.evaluate("() => sessionStorage.getItem('longtail.apiToken')") is None
+    assert page.locator("#job-page").count() == 0
+
+    # A token the API rejects (a 401 on the job's request): the form says so, and nothing keeps polling.
+    page.fill("#token-input", "not-the-right-token-0123")
+    page.press("#token-input", "Enter")
+    page.wait_for_function("() => document.getElementById('token-reason').textContent.includes('rejected')")
+    assert page.locator("#token-panel").is_visible() and page.locator("#main").inner_text() == ""
+
+    # The right one: the job page again.
+    page.fill("#token-input", TOKEN)
+    page.press("#token-input", "Enter")
+    page.wait_for_selector("#token-panel", state="hidden")
+    page.wait_for_selector('#results-table tr.branch-row[data-branch="ib"]')
