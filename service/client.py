@@ -392,7 +392,7 @@ def load_spec(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         JobSpec.model_validate(data)
     except ValidationError as exc:
-        from service.validation import validation_details
+        from service.spec_errors import validation_details
 
         details = validation_details(exc, data)
         raise SpecFileError(path, "invalid job spec", details) from None
