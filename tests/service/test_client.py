@@ -544,3 +544,39 @@ def test_the_job_result_round_trips_through_the_store_the_rest_payload_and_the_c
     )
     assert {"seed", "config_id", "selected"} <= set(schema["TrialResult"]["properties"])
     assert {"selected_on", "repeats"} <= set(schema["JobResults"]["properties"])
+
+
+# -- one implementation -------------------------------------------------------------------------------------------
+def test_the_sync_client_is_generated_from_the_async_one() -> None:
+    """``Client`` is ``AsyncClient`` through unasync: the committed file is what the script generates now."""
+    import importlib.util
+    import inspect
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("gen_sync_client", root / "scripts" / "gen_sync_client.py")
+    assert spec is not None and spec.loader is not None
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    assert gen.TARGET.read_text(encoding="utf-8") == gen.generate(), "run: python scripts/gen_sync_client.py"
+    # the same public methods, coroutines on one side only
+    public = {n for n in dir(AsyncClient) if not n.startswith("_")}
+    assert public - {"aclose"} == {n for n in dir(Client) if not n.startswith("_")} - {"close"}
+    assert {"submit", "wait", "download_model", "predict", "delete"} <= public
+    for name in public:
+        assert inspect.iscoroutinefunction(getattr(AsyncClient, name)), name
+        assert not inspect.iscoroutinefunction(getattr(Client, "close" if name == "aclose" else name)), name
+
+
+def test_heartbeats_and_the_retry_hint_are_not_events(live: LiveServer, client: Client) -> None:
+    """httpx-sse yields the stream's ``retry:`` line and heartbeats as empty events; the client skips them."""
+    job = client.submit(tiny_spec())
+    live.send(job.id, driver_events(["t0"], epochs=1))
+    from contextlib import closing
+
+    ids = []
+    with closing(client._events(job.id, None, remaining=1.0)) as events:
+        for event_id in events:
+            ids.append(event_id)
+            if len(ids) == 3:  # trial_started, one epoch, trial_finished
+                break
+    assert len(ids) == 3 and all(ids) and len(set(ids)) == 3
