@@ -282,7 +282,8 @@ def _posthoc_row(posthoc: dict[str, Any], control: dict[str, Any], metric: str) 
 
 
 def _without_identity(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config.items() if k not in ("seed", "config_id")}
+    """A trial's config without what tells its repeats apart (the seed, the config id): the config of all of them."""
+    return {k: v for k, v in config.items() if k not in ("seed", "train.seed", "config_id")}
 
 
 def _row(

@@ -34,6 +34,7 @@ from service.cli.formatting import (
     results_table,
 )
 from service.client import DEFAULT_URL, Client, Job, LongtailError
+from service.status import JobStatus
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -64,12 +65,8 @@ class Globals:
         return Client(self.url, self.token or None, timeout=self.timeout, retries=3)
 
 
-class StatusChoice(str, Enum):
-    queued = "queued"
-    running = "running"
-    succeeded = "succeeded"
-    failed = "failed"
-    cancelled = "cancelled"
+# --status choices: the job statuses (service.status), as Typer wants them (a str Enum)
+StatusChoice = Enum("StatusChoice", {s.value: s.value for s in JobStatus}, type=str)  # type: ignore[misc]
 
 
 class FigureFormat(str, Enum):
@@ -256,7 +253,7 @@ def submit(
 def status(
     ctx: typer.Context,
     job_id: str | None = typer.Argument(None, metavar="ID", help="A job id (default: list the jobs)."),
-    statuses: list[StatusChoice] | None = typer.Option(
+    statuses: list[StatusChoice] | None = typer.Option(  # type: ignore[valid-type]
         None, "--status", help="List only jobs with this status (repeatable)."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the REST payload."),
