@@ -360,7 +360,9 @@ class ProgressDisplay:
                 redirect_stderr=False,
             )
             self._progress.start()
-            self._task = self._progress.add_task("trials", total=p.trials_total or None, **fields)
+            self._task = self._progress.add_task(
+                "trials", total=p.trials_total or None, completed=p.trials_done, **fields
+            )
         self._progress.update(self._task, completed=p.trials_done, total=p.trials_total or None, **fields)
 
     def finish(self) -> None:

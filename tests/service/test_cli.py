@@ -343,6 +343,41 @@ def test_results_show_a_trials_config_keys_as_stored(server: LiveServer, capsys)
     assert row.rstrip().endswith(shown), row
 
 
+def _job_state(status: str, done: int, total: int = 5) -> Any:
+    from service.client import Job
+
+    links = {k: f"/jobs/job_1/{k}" for k in ("self", "results", "events", "logs", "cancel")}
+    progress = {"trials_total": total, "trials_done": done, "trials_running": 1 if done < total else 0}
+    progress.update(epochs_reported=3 * done, metric="balanced_accuracy", mode="max", best=None)
+    return Job.model_validate(
+        {"id": "job_1", "name": "x", "status": status, "owner": "a", "created_at": 0.0, "started_at": None,
+         "finished_at": None, "error": None, "links": links, "spec": {}, "progress": progress}
+    )  # fmt: skip
+
+
+def test_progress_display_is_a_rich_bar_on_a_terminal_and_lines_elsewhere() -> None:
+    from service.cli.formatting import ProgressDisplay
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    display = ProgressDisplay(screen)
+    display(_job_state("running", 2))
+    display(_job_state("succeeded", 5))
+    display.finish()
+    shown = screen.getvalue()
+    assert "━" in shown and "5/5" in shown and "succeeded" in shown and "15 epochs" in shown  # Rich's bar
+    log = io.StringIO()
+    display = ProgressDisplay(log)
+    for state in (_job_state("running", 2), _job_state("running", 2), _job_state("succeeded", 5)):
+        display(state)
+    display.finish()
+    lines = log.getvalue().splitlines()  # one line per change, no control characters
+    assert len(lines) == 2 and lines[1].startswith("succeeded | trials 5/5 done") and "\x1b" not in log.getvalue()
+
+
 def test_ray_head_record_and_stop_without_a_head(tmp_path) -> None:
     """No record: nothing to stop. A record of a dead head (another boot) is not alive, and stopping it is safe."""
     import json
