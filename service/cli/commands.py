@@ -462,11 +462,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = getattr(exc, "exit_code", EXIT_INTERRUPTED)
         if code == EXIT_INTERRUPTED:  # Typer's answer to Ctrl-C (and to our SIGTERM)
             print("\ninterrupted", file=sys.stderr)
-    except typer.TyperException as exc:  # usage: an unknown option, a missing argument, a bad value
-        show = getattr(exc, "show", None)
-        if show is not None:
-            show()
-        raise SystemExit(getattr(exc, "exit_code", EXIT_USAGE)) from None
     except LongtailError as exc:
         message = str(exc)
         first, _, rest = message.partition("\n")
@@ -476,6 +471,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = EXIT_ERROR
     except BrokenPipeError:
         code = EXIT_OK
+    except Exception as exc:
+        # usage: an unknown option, a missing argument, a bad value (click's UsageError, vendored by recent Typer
+        # releases as typer's own: recognised by what it has, so that either works)
+        if not (hasattr(exc, "show") and hasattr(exc, "exit_code")):
+            raise
+        exc.show()
+        raise SystemExit(exc.exit_code) from None
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
