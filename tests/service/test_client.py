@@ -580,3 +580,25 @@ def test_heartbeats_and_the_retry_hint_are_not_events(live: LiveServer, client: 
             if len(ids) == 3:  # trial_started, one epoch, trial_finished
                 break
     assert len(ids) == 3 and all(ids) and len(set(ids)) == 3
+
+
+def test_the_client_and_the_cli_load_no_server_or_training_library() -> None:
+    """In the full install too: ``from service import Client, AsyncClient`` and the CLI import none of them (a fresh
+    interpreter; tests/test_light_install.py checks the same where they are not even installed)."""
+    import subprocess
+    import sys
+
+    import service.cli
+    import service.client
+
+    code = (
+        "import sys, service\n"
+        "from service import AsyncClient, Client\n"
+        "import service.cli\n"
+        "heavy = ('torch', 'numpy', 'ray', 'fastapi', 'starlette', 'sqlalchemy', 'pydantic_settings', 'psutil')\n"
+        "print(' '.join(m for m in heavy if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "", done.stdout + done.stderr
+    for module in (service.client, service.cli):  # every exported name resolves (service.cli's lazily)
+        assert all(getattr(module, name) is not None for name in module.__all__)
