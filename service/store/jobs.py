@@ -249,9 +249,9 @@ class JobStore:
         query = sa.select(*JOB_COLUMNS).order_by(jobs_table.c.num.desc()).limit(limit + 1)
         if owner is not None:
             query = query.where(jobs_table.c.owner == owner)
-        statuses = [str(s) for s in statuses]
-        if statuses:
-            query = query.where(jobs_table.c.status.in_(statuses))
+        wanted = [str(s) for s in statuses]
+        if wanted:
+            query = query.where(jobs_table.c.status.in_(wanted))
         if cursor is not None:
             query = query.where(jobs_table.c.num < decode_cursor(cursor))
         with self.engine.connect() as conn:

@@ -61,7 +61,7 @@ def apply_event(conn: Connection, job_id: str, event: dict[str, Any], metric: st
     when = float(event.get("time") or time.time())
     if kind == "trial_started":
         trial = _ensure_trial(conn, job_id, str(event["trial_id"]), when)
-        values = {
+        values: dict[str, Any] = {
             "branch": event.get("branch"),
             "branch_index": event.get("branch_index"),
             "is_control": bool(event.get("is_control", False)),
@@ -90,7 +90,7 @@ def apply_event(conn: Connection, job_id: str, event: dict[str, Any], metric: st
             },
         ):
             return None
-        values: dict[str, Any] = {"epochs_reported": trial["epochs_reported"] + 1}
+        values = {"epochs_reported": trial["epochs_reported"] + 1}
         if value is not None and is_better(value, trial["best_value"], mode):
             values.update(best_value=value, best_epoch=epoch)
         if trial["status"] == "pending":
@@ -199,7 +199,7 @@ def progress(job: JobRecord, trials: list[dict[str, Any]]) -> dict[str, Any]:
     running = sum(1 for t in trials if t["status"] in ("running", "pending"))
     best: dict[str, Any] | None = None
     for t in trials:
-        if t["best_value"] is not None and is_better(t["best_value"], best and best["value"], job.mode):
+        if t["best_value"] is not None and is_better(t["best_value"], best["value"] if best else None, job.mode):
             best = {
                 "trial_id": t["trial_id"],
                 "branch": t["branch"],

@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from service.status import JobStatus
@@ -196,17 +197,13 @@ def insert_ignore(conn: Connection, table: sa.Table, values: dict[str, Any]) -> 
     """INSERT unless the primary/unique key exists; True when a row was inserted."""
     dialect = conn.dialect.name
     if dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    elif dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:  # pragma: no cover - other databases: a savepoint and the integrity error
-        try:
-            with conn.begin_nested():
-                conn.execute(table.insert().values(**values))
-            return True
-        except sa.exc.IntegrityError:
-            return False
-    statement = insert(table).values(**values).on_conflict_do_nothing()
+        return conn.execute(sqlite.insert(table).values(**values).on_conflict_do_nothing()).rowcount == 1
     if dialect == "postgresql":  # psycopg reports no rowcount for an INSERT with (implicit) RETURNING
+        statement = postgresql.insert(table).values(**values).on_conflict_do_nothing()
         return conn.execute(statement.returning(sa.literal_column("1"))).first() is not None
-    return conn.execute(statement).rowcount == 1
+    try:  # pragma: no cover - other databases: a savepoint and the integrity error
+        with conn.begin_nested():
+            conn.execute(table.insert().values(**values))
+        return True
+    except sa.exc.IntegrityError:
+        return False
