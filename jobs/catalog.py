@@ -43,27 +43,17 @@ def _json_type(prop: dict[str, Any]) -> str:
     return "any"
 
 
-def _bounds(model: type[BaseModel], field: str, prop: dict[str, Any]) -> dict[str, Any]:
+def _bounds(prop: dict[str, Any]) -> dict[str, Any]:
+    """A field's bounds from its JSON schema: its own, or its value alternative's (a searchable field, whose bounds
+    apply to every value a domain can take too)."""
     bounds = {short: prop[key] for key, short in _BOUND_KEYS.items() if key in prop}
     for option in prop.get("anyOf", []) + prop.get("oneOf", []):
         bounds.update({short: option[key] for key, short in _BOUND_KEYS.items() if key in option})
-    # Searchable fields check their bounds in an AfterValidator (they apply to every value a domain can take).
-    for meta in model.model_fields[field].metadata:
-        func = getattr(meta, "func", None)
-        if func is None:
-            continue
-        try:
-            nonlocals = inspect.getclosurevars(func).nonlocals
-        except (TypeError, ValueError):
-            continue
-        bounds.update({k: nonlocals[k] for k in ("ge", "gt", "le", "lt") if nonlocals.get(k) is not None})
-        if "allowed" in nonlocals:
-            bounds["choices"] = list(nonlocals["allowed"])
     return bounds
 
 
 def model_params(model: type[BaseModel]) -> list[dict[str, Any]]:
-    """Parameters of a spec model from its JSON schema (plus bounds the schema cannot show)."""
+    """Parameters of a spec model from its JSON schema: types, defaults, bounds and choices."""
     schema = model.model_json_schema()
     required = set(schema.get("required", []))
     params = []
@@ -86,7 +76,7 @@ def model_params(model: type[BaseModel]) -> list[dict[str, Any]]:
         enum = prop.get("enum") or next((o["enum"] for o in options if "enum" in o), None)
         if enum:
             entry["choices"] = enum
-        entry.update(_bounds(model, name, prop))
+        entry.update(_bounds(prop))
         params.append(entry)
     return params
 

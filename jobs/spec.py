@@ -27,11 +27,13 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    GetJsonSchemaHandler,
     Tag,
     ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import JsonSchemaValue
 
 API_VERSION = "v1"
 DEFAULT_MAX_TRIALS = 256
@@ -195,6 +197,28 @@ def domain_values(domain: Domain) -> list[Any]:
     return [domain.quniform[0], domain.quniform[1]]
 
 
+class _ValueSchema:
+    """JSON-schema keywords of a searchable field's plain value: its bounds or choices, for clients and catalogs.
+
+    Only the schema shows them; the field's validator checks them, on the value and on every value of a domain.
+    """
+
+    def __init__(self, **keywords: Any) -> None:
+        self.keywords = keywords
+
+    def __get_pydantic_json_schema__(self, core_schema: Any, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        return {**handler(core_schema), **self.keywords}
+
+
+_SCHEMA_BOUNDS = {"ge": "minimum", "gt": "exclusiveMinimum", "le": "maximum", "lt": "exclusiveMaximum"}
+
+
+def _searchable_number(value_type: type, integer: bool, bounds: dict[str, float]) -> Any:
+    checker = _range_checker(integer=integer, **bounds)
+    schema = _ValueSchema(**{_SCHEMA_BOUNDS[k]: v for k, v in bounds.items() if v is not None})
+    return Annotated[_tagged(Annotated[value_type, schema]), checker]
+
+
 def _range_checker(
     *,
     ge: float | None = None,
@@ -229,12 +253,17 @@ def _range_checker(
 
 def SearchFloat(**bounds: float) -> Any:  # noqa: N802 - reads like a type
     """A float field that also takes a search domain; ``bounds`` (ge/gt/le/lt) apply to every value it can take."""
-    return Annotated[_tagged(float), _range_checker(**bounds)]
+    return _searchable_number(float, False, bounds)
 
 
 def SearchInt(**bounds: float) -> Any:  # noqa: N802
     """An integer field that also takes a discrete search domain."""
-    return Annotated[_tagged(int), _range_checker(integer=True, **bounds)]
+    return _searchable_number(int, True, bounds)
+
+
+def SearchCategory(*allowed: str) -> Any:  # noqa: N802
+    """A string field of ``allowed`` values that also takes a choice or grid domain of them."""
+    return Annotated[_tagged(Annotated[str, _ValueSchema(enum=list(allowed))]), _categorical_checker(allowed)]
 
 
 def _categorical_checker(allowed: tuple[str, ...]):
@@ -683,7 +712,7 @@ class TrainSpec(_Strict):
 
     epochs: int = Field(30, ge=1, le=MAX_EPOCHS)
     batch_size: SearchInt(ge=1, le=65536) = 128
-    optimizer: Annotated[_tagged(str), _categorical_checker(("sgd", "adamw"))] = "sgd"
+    optimizer: SearchCategory("sgd", "adamw") = "sgd"
     lr: SearchFloat(gt=0, le=10) = 0.1
     momentum: SearchFloat(ge=0, lt=1) = 0.9
     weight_decay: SearchFloat(ge=0, le=1) = 5e-4

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from cachetools import LRUCache
 from torch import Tensor, nn
 
 from jobs.results import CHECKPOINT_SCORE, METRICS_JSON, SELECTION_SCORE, VAL_PREFIX, is_better
@@ -74,9 +75,10 @@ def fit_config(trial: dict[str, Any]) -> FitConfig:
     )
 
 
-_DATASETS: dict[str, LTData] = {}
-_SPLITS: dict[str, LTData] = {}
 _DATASET_CACHE_SIZE = 2
+# Per process, used by the one trial a worker runs at a time (no lock): the most recently used are kept.
+_DATASETS: LRUCache[str, LTData] = LRUCache(maxsize=_DATASET_CACHE_SIZE)
+_SPLITS: LRUCache[str, LTData] = LRUCache(maxsize=_DATASET_CACHE_SIZE)
 
 
 def _dataset_key(dataset: dict[str, Any]) -> str:
@@ -92,14 +94,11 @@ def _dataset_key(dataset: dict[str, Any]) -> str:
     return json.dumps([dataset, files], sort_keys=True, default=str)
 
 
-def _cached(cache: dict[str, LTData], key: str, make: Callable[[], LTData]) -> LTData:
-    """``cache[key]``, made by ``make()`` when absent; the ``_DATASET_CACHE_SIZE`` most recently used are kept."""
-    value = cache.pop(key, None)
+def _cached(cache: LRUCache[str, LTData], key: str, make: Callable[[], LTData]) -> LTData:
+    """``cache[key]``, made by ``make()`` when absent (and then kept in place of the least recently used)."""
+    value = cache.get(key)
     if value is None:
-        value = make()
-    cache[key] = value  # most recently used last
-    while len(cache) > _DATASET_CACHE_SIZE:
-        cache.pop(next(iter(cache)))
+        value = cache[key] = make()
     return value
 
 

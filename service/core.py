@@ -14,7 +14,6 @@ with what the cluster says (a background task, also run once at start-up):
 from __future__ import annotations
 
 import asyncio
-import collections
 import hashlib
 import hmac
 import json
@@ -27,6 +26,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from cachetools import LRUCache
 from pydantic import TypeAdapter, ValidationError
 
 from service.dispatcher import PROJECT_ROOT, Dispatcher, DriverState, Submission
@@ -148,27 +148,20 @@ MODEL_CACHE_SIZE = 4  # models kept in memory for /model and /predict
 
 
 class ResultsCache:
-    """The response bodies of finished jobs' results (immutable once stored), most recently used first."""
+    """The response bodies of finished jobs' results (immutable once stored), the most recently used kept."""
 
     def __init__(self, max_entries: int = 32) -> None:
-        self._entries: collections.OrderedDict[str, tuple[str, bytes]] = collections.OrderedDict()
-        self._max = max_entries
+        self._entries: LRUCache[str, tuple[str, bytes]] = LRUCache(maxsize=max_entries)  # job id -> (owner, body)
         self._lock = threading.Lock()
 
     def get(self, job_id: str, owner: str) -> bytes | None:
         with self._lock:
             entry = self._entries.get(job_id)
-            if entry is None or entry[0] != owner:
-                return None
-            self._entries.move_to_end(job_id)
-            return entry[1]
+        return entry[1] if entry is not None and entry[0] == owner else None
 
     def put(self, job_id: str, owner: str, body: bytes) -> None:
         with self._lock:
             self._entries[job_id] = (owner, body)
-            self._entries.move_to_end(job_id)
-            while len(self._entries) > self._max:
-                self._entries.popitem(last=False)
 
     def discard(self, job_id: str) -> None:
         with self._lock:
@@ -183,8 +176,8 @@ class JobService:
         self.notifier = Notifier()
         self.results_cache = ResultsCache()
         # (job id, trial id, epoch) -> (weights, manifest) of the models served last: a checkpoint is read once
-        self._models: collections.OrderedDict[tuple[str, str, int], tuple[dict[str, Any], dict[str, Any]]] = (
-            collections.OrderedDict()
+        self._models: LRUCache[tuple[str, str, int], tuple[dict[str, Any], dict[str, Any]]] = LRUCache(
+            maxsize=MODEL_CACHE_SIZE
         )
         self._models_lock = threading.Lock()
         self._kick: asyncio.Event | None = None
@@ -570,9 +563,9 @@ class JobService:
         epoch = int(chosen["selected"]["epoch"])
         key = (job.id, str(chosen["trial_id"]), epoch)
         with self._models_lock:
-            if key in self._models:
-                self._models.move_to_end(key)
-                return self._models[key]
+            cached = self._models.get(key)
+        if cached is not None:
+            return cached
         assert self.settings.storage_path is not None
         state = checkpoint_at_epoch(self.settings.storage_path, job.id, chosen["trial_id"], epoch)
         if state is None:
@@ -583,8 +576,6 @@ class JobService:
         entry = ({"model": state["model"]}, manifest)  # the weights only: no optimizer state, no history
         with self._models_lock:
             self._models[key] = entry
-            while len(self._models) > MODEL_CACHE_SIZE:
-                self._models.popitem(last=False)
         return entry
 
     def delete_job(self, job: JobRecord) -> list[str]:

@@ -1,77 +1,72 @@
-"""Prometheus metrics in the text exposition format, written by hand (no global registry: one per app)."""
+"""Prometheus metrics with ``prometheus_client``, in a ``CollectorRegistry`` of each app's own.
+
+No metric is registered in the library's global registry: two apps in one process (tests, an embedding program)
+each count their own requests and never collide on a name. ``/metrics`` renders one app's registry in the text
+exposition format (``service.routers.health``).
+"""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import defaultdict
 from typing import Any
 
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # the format generate_latest writes
+EXPOSED = (
+    "longtail_jobs",
+    "longtail_trials_running",
+    "longtail_events_ingested_total",
+    "longtail_http_requests_total",
+    *(f"longtail_http_request_duration_seconds{suffix}" for suffix in ("_bucket", "_count", "_sum")),
+)
 
 
 class Metrics:
+    """One app's metrics: requests and their latency, driver events, and the store's jobs and trials."""
+
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._hist: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0] * (len(BUCKETS) + 2))
-        self._requests: dict[tuple[str, str, str], int] = defaultdict(int)
-        self.events_ingested = 0
-        self.started = time.time()
+        self.registry = CollectorRegistry()
+        self.jobs = Gauge("longtail_jobs", "Jobs in the store by status.", ["status"], registry=self.registry)
+        self.trials_running = Gauge(
+            "longtail_trials_running", "Trials reported running by running jobs.", registry=self.registry
+        )
+        self.events_ingested = Counter(
+            "longtail_events_ingested", "Driver events accepted (duplicates excluded).", registry=self.registry
+        )
+        self.requests = Counter(
+            "longtail_http_requests",
+            "HTTP requests by method, route and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "longtail_http_request_duration_seconds",
+            "Request latency by method and route.",
+            ["method", "route"],
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self._render_lock = threading.Lock()  # the store's gauges are set and rendered by one scrape at a time
+        # The series /metrics shows: prometheus_client's *_created timestamps left out (they were never exposed).
+        self._exposed = self.registry.restricted_registry(EXPOSED)
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        with self._lock:
-            h = self._hist[(method, route)]
-            for i, bound in enumerate(BUCKETS):
-                if seconds <= bound:
-                    h[i] += 1
-                    break
-            h[-2] += seconds  # sum
-            h[-1] += 1  # count
-            self._requests[(method, route, str(status))] += 1
+        self.latency.labels(method, route).observe(seconds)
+        self.requests.labels(method, route, str(status)).inc()
 
     def count_events(self, n: int) -> None:
-        with self._lock:
-            self.events_ingested += n
+        self.events_ingested.inc(n)
 
-    def render(self, jobs_by_status: dict[str, int], trials_running: int) -> str:
-        out = [
-            "# HELP longtail_jobs Jobs in the store by status.",
-            "# TYPE longtail_jobs gauge",
-        ]
-        out += [f'longtail_jobs{{status="{s}"}} {n}' for s, n in sorted(jobs_by_status.items())]
-        out += [
-            "# HELP longtail_trials_running Trials reported running by running jobs.",
-            "# TYPE longtail_trials_running gauge",
-            f"longtail_trials_running {trials_running}",
-            "# HELP longtail_events_ingested_total Driver events accepted (duplicates excluded).",
-            "# TYPE longtail_events_ingested_total counter",
-            f"longtail_events_ingested_total {self.events_ingested}",
-            "# HELP longtail_http_requests_total HTTP requests by method, route and status.",
-            "# TYPE longtail_http_requests_total counter",
-        ]
-        with self._lock:
-            requests = dict(self._requests)
-            hist = {k: list(v) for k, v in self._hist.items()}
-        for (method, route, status), n in sorted(requests.items()):
-            out.append(f'longtail_http_requests_total{{method="{method}",route="{_esc(route)}",status="{status}"}} {n}')
-        out += [
-            "# HELP longtail_http_request_duration_seconds Request latency by method and route.",
-            "# TYPE longtail_http_request_duration_seconds histogram",
-        ]
-        for (method, route), h in sorted(hist.items()):
-            labels = f'method="{method}",route="{_esc(route)}"'
-            cumulative = 0.0
-            for bound, n in zip(BUCKETS, h[: len(BUCKETS)], strict=False):
-                cumulative += n
-                out.append(f'longtail_http_request_duration_seconds_bucket{{{labels},le="{bound}"}} {cumulative:g}')
-            out.append(f'longtail_http_request_duration_seconds_bucket{{{labels},le="+Inf"}} {h[-1]:g}')
-            out.append(f"longtail_http_request_duration_seconds_sum{{{labels}}} {h[-2]:.6f}")
-            out.append(f"longtail_http_request_duration_seconds_count{{{labels}}} {h[-1]:g}")
-        return "\n".join(out) + "\n"
-
-
-def _esc(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    def render(self, jobs_by_status: dict[str, int], trials_running: int) -> bytes:
+        """The registry in the text format, with the store's counts read just before (they live in the store)."""
+        with self._render_lock:
+            for status, n in jobs_by_status.items():
+                self.jobs.labels(status).set(n)
+            self.trials_running.set(trials_running)
+            return generate_latest(self._exposed)
 
 
 class MetricsMiddleware:

@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from service.deps import MetricsDep, OwnerDep, ServiceDep, SettingsDep
+from service.metrics import CONTENT_TYPE
 from service.schemas import Health, Readiness
 
 router = APIRouter(tags=["health"])
@@ -38,4 +39,4 @@ async def readyz(service: ServiceDep, owner: OwnerDep) -> JSONResponse:
 def metrics(service: ServiceDep, metrics: MetricsDep, owner: OwnerDep) -> PlainTextResponse:
     """Prometheus text format: jobs by status, trials running, request latency."""
     text = metrics.render(service.store.counts_by_status(), service.store.trials_running())
-    return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+    return PlainTextResponse(text, media_type=CONTENT_TYPE)

@@ -11,10 +11,10 @@ import json
 import math
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+from cachetools import LRUCache, cached
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -485,41 +485,30 @@ def job_plot(
     if kind not in plots.PLOT_KINDS:
         raise NotFound(f"unknown plot kind {kind!r}", {"kinds": list(plots.PLOT_KINDS)})
     stored = store.result_json(job.id) if job.status.terminal else None
-    key = (job.id, kind, fmt, hash(stored)) if stored else None
-    data = _finished_plots.get(key) if key else None
-    if data is None:
-        result = json.loads(stored) if stored else partial_result(store, job)
-        try:
-            data = plots.render_plot(kind, result, fmt=fmt)
-        except plots.NoFinishedTrials as exc:
-            raise NothingToPlot(str(exc) or "no trial has reported an epoch yet") from None
-        if key:  # a finished job's figures cannot change (a late result changes the key): render them once
-            _finished_plots.put(key, data)
+    try:
+        if stored:
+            data = _finished_plot(job.id, kind, fmt, stored)
+        else:
+            data = plots.render_plot(kind, partial_result(store, job), fmt=fmt)
+    except plots.NoFinishedTrials as exc:
+        raise NothingToPlot(str(exc) or "no trial has reported an epoch yet") from None
     media = "image/svg+xml" if fmt == "svg" else "image/png"
     return Response(data, media_type=media, headers={"Cache-Control": "no-cache"})
 
 
-class _LRU:
-    """A small thread-safe LRU of rendered figures (rendering takes ~0.1-0.2 s; a figure is ~50-150 KB)."""
+@cached(
+    LRUCache(maxsize=128),
+    key=lambda job_id, kind, fmt, stored: (job_id, kind, fmt, hash(stored)),
+    lock=threading.Lock(),
+)
+def _finished_plot(job_id: str, kind: str, fmt: str, stored: str) -> bytes:
+    """A finished job's figure, rendered once: it cannot change (a late result is another ``stored``, a new key).
 
-    def __init__(self, size: int) -> None:
-        self.size, self._items, self._lock = size, OrderedDict[Any, bytes](), threading.Lock()
+    Rendering takes ~0.1-0.2 s; a figure is ~50-150 KB, and the 128 most recently used are kept.
+    """
+    from service import plots
 
-    def get(self, key: Any) -> bytes | None:
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-            return None
+    return plots.render_plot(kind, json.loads(stored), fmt=fmt)
 
-    def put(self, key: Any, value: bytes) -> None:
-        with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-
-
-_finished_plots = _LRU(128)
 
 __all__ = ["router", "job_read"]

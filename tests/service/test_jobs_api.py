@@ -496,11 +496,48 @@ def test_metrics_text(api: Api) -> None:
         ],
     )
     api.submit()
-    text = api.client.get("/metrics").text
-    assert 'longtail_jobs{status="running"} 1' in text and 'longtail_jobs{status="queued"} 1' in text
-    assert "longtail_trials_running 1" in text
-    assert 'longtail_http_request_duration_seconds_bucket{method="POST",route="/jobs",le="+Inf"} 2' in text
-    assert 'route="/jobs/{job_id}"' not in text or "job_" not in text.split('route="/jobs/{job_id}"')[0][-50:]
+    r = api.client.get("/metrics")
+    assert r.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    samples = metric_samples(r.text)
+    assert samples["longtail_jobs", (("status", "running"),)] == 1
+    assert samples["longtail_jobs", (("status", "queued"),)] == 1
+    assert samples["longtail_trials_running", ()] == 1
+    assert samples["longtail_events_ingested_total", ()] == 1
+    inf_bucket = (("le", "+Inf"), ("method", "POST"), ("route", "/jobs"))
+    assert samples["longtail_http_request_duration_seconds_bucket", inf_bucket] == 2
+    assert samples["longtail_http_requests_total", (("method", "POST"), ("route", "/jobs"), ("status", "201"))] == 2
+    routes = {dict(labels)["route"] for _, labels in samples if "route" in dict(labels)}
+    assert routes == {"/jobs", "/internal/jobs/{job_id}/events"}  # route templates, never a job's own path
+    assert not any(name.endswith("_created") for name, _ in samples)  # the series exposed before prometheus_client
+
+
+def test_two_apps_in_one_process_keep_their_own_metrics(make_api, settings, tmp_path: Path) -> None:
+    first = make_api(settings)
+    other_dir = tmp_path / "other"
+    (other_dir / "data").mkdir(parents=True)
+    second = make_api(settings.model_copy(update={"state_dir": other_dir, "data_root": other_dir / "data"}))
+    first.submit()
+    first.submit()
+    second.submit()
+    counts = []
+    for api in (first, second):
+        samples = metric_samples(api.client.get("/metrics").text)
+        counts.append(
+            samples["longtail_http_requests_total", (("method", "POST"), ("route", "/jobs"), ("status", "201"))]
+        )
+    assert counts == [2, 1]
+    assert first.client.app.state.metrics.registry is not second.client.app.state.metrics.registry
+
+
+def metric_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The samples of a Prometheus text exposition: (name, sorted labels) -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def test_health_and_ready(api: Api) -> None:

@@ -396,3 +396,35 @@ def test_concurrent_batches_of_one_trial_count_every_epoch(db_url: str) -> None:
     finally:
         for s in stores:
             s.close()
+
+
+def test_the_store_package_exports_its_names_from_one_place() -> None:
+    import service.store as store
+    from service.store import jobs, projection, schema
+
+    assert sorted(store.__all__) == sorted(
+        [
+            "ACTIVE",
+            "MIGRATIONS_DIR",
+            "SCHEMA_VERSION",
+            "TRANSITIONS",
+            "TRIAL_TERMINAL",
+            "JobRecord",
+            "JobStatus",
+            "JobStore",
+            "StoreUnavailable",
+            "decode_cursor",
+            "encode_cursor",
+            "epochs_table",
+            "events_table",
+            "jobs_table",
+            "metadata",
+            "new_job_id",
+            "owners_table",
+            "trials_table",
+        ]
+    )
+    assert store.JobStore is jobs.JobStore and store.jobs_table is schema.jobs_table
+    assert store.TRIAL_TERMINAL is projection.TRIAL_TERMINAL
+    assert (store.MIGRATIONS_DIR / "env.py").is_file() and (store.MIGRATIONS_DIR / "versions").is_dir()
+    assert set(schema.metadata.tables) == {"jobs", "trials", "epochs", "events", "owners"}
