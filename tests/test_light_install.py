@@ -97,6 +97,19 @@ def test_serve_and_demo_name_the_extra_to_install(light_venv: Path, tmp_path: Pa
     assert "pip install 'longtail-service[server,train]'" in done.stderr and "[all]" in done.stderr
 
 
+def test_python_m_service_names_the_extra_too(light_venv: Path, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [str(light_venv / "python"), "-m", "service", "--port", "8123"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=venv_env(),
+        cwd=tmp_path,
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "pip install 'longtail-service[server,train]'" in done.stderr
+
+
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[object]:
     from tests.service.test_client import LiveServer, make_settings
