@@ -137,8 +137,8 @@ def misplaced_entries(baseline: Path) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """Run the check (or --sync, then the check); 0 when it passes."""
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog="After fixing errors or merging: `python scripts/typecheck.py --sync` rewrites mypy-baseline.txt.",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--sync", action="store_true", help="rewrite the baseline from the current errors, then check")
     parser.add_argument(
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         help="read mypy's output from this file instead of running mypy (for tests and for reading a CI log)",
     )
     args = parser.parse_args(argv)
-    baseline: Path = args.baseline_path
+    baseline: Path = args.baseline_path.resolve()  # mypy-baseline runs from the repository root
 
     start = time.monotonic()
     if args.mypy_output is not None:
@@ -188,11 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     if status_filter != 0:
         failed = True
         print(text, end="")
-        print(
-            f"typecheck: new errors above are not in {baseline.name}: fix them (in lt_core and jobs they are never "
-            "baselined). 'fixed' ones are baseline entries that no longer occur: remove them, or regenerate with "
-            "`python scripts/typecheck.py --sync`."
-        )
+        print(f"typecheck: 'new' errors are not in {baseline.name}: fix them (only errors of")
+        print(f"  {', '.join(BASELINE_PATHS)} may ever be baselined). 'fixed' ones are baseline entries that no")
+        print("  longer occur: remove them, or regenerate with `python scripts/typecheck.py --sync`.")
     entries = (
         sum(1 for line in baseline.read_text(encoding="utf-8").splitlines() if line.strip()) if baseline.exists() else 0
     )
