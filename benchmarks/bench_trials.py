@@ -174,7 +174,7 @@ spec = JobSpec.model_validate(json.loads(sys.argv[1]))
 trial = plan_trials(spec)[0]
 data = jt.cached_dataset(spec.dataset.model_dump())
 t.append(("load the dataset", time.perf_counter()))
-from lt_core.engine import build_optimizer
+from lt_core.engine import build_optimizer, save_checkpoint
 from lt_core.models import create_model
 model = create_model(trial["model"], data.num_classes, data.input_shape, **trial["model_params"])
 build_optimizer(model, jt.fit_config(trial))
@@ -184,7 +184,7 @@ jt.run_trial(trial, spec.dataset.model_dump(), jt.TrialContext(report=lambda m, 
 t.append(("first trial, all epochs, checkpoint every epoch", time.perf_counter()))
 with tempfile.TemporaryDirectory() as tmp:
     a = time.perf_counter()
-    jt.save_checkpoint(f"{tmp}/c.pt", model, build_optimizer(model, jt.fit_config(trial)), 1, [])
+    save_checkpoint(f"{tmp}/c.pt", model, build_optimizer(model, jt.fit_config(trial)), 1, [])
     save = time.perf_counter() - a
 print(json.dumps({"phases": [(n, b - a) for (_, a), (n, b) in zip(t, t[1:])], "save_checkpoint": save,
                   "epochs": len(reports)}))

@@ -1,9 +1,10 @@
 """One trial: a thin (Ray Train) shell over ``lt_core.engine``.
 
-``run_trial`` is plain PyTorch: it builds the dataset, takes this worker's shard, counts the classes in that
-shard and all-reduces the counts (when ``torch.distributed`` is initialised), so every worker builds the
-identical frequency-dependent loss from the global counts; it trains with ``lt_core.engine``, evaluates on the
-full test set (each worker a shard, confusion matrices all-reduced) and reports once per epoch with a checkpoint.
+``run_trial`` is plain PyTorch: it builds the dataset, counts the classes in this worker's shard and all-reduces
+the counts (when ``torch.distributed`` is initialised), so every worker builds the identical frequency-dependent
+loss from the global counts; then ``lt_core.engine.fit`` trains (``FitHooks``: this worker's shard, the wrapped
+model, the all-reduce), evaluates on the full test set (each worker a shard, confusion matrices all-reduced) and
+calls ``TrialReporter`` once per epoch, which reports, with a checkpoint when ``CheckpointPolicy`` says so.
 
 ``train_loop_per_worker`` is the Ray Train entry point: it only supplies the Ray touch-points, marked ``[ray n]``.
 Without them ``run_trial`` runs on one CPU, which is how it is unit-tested.
@@ -15,7 +16,7 @@ import json
 import math
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,30 +24,12 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Subset
 
 from jobs.results import CHECKPOINT_SCORE, METRICS_JSON, SELECTION_SCORE, VAL_PREFIX, is_better
 from lt_core.datasets import LTData, load_dataset, with_validation
-from lt_core.engine import (
-    EpochShardSampler,
-    FitConfig,
-    LossSchedule,
-    build_optimizer,
-    configure_device,
-    eval_batch_size,
-    is_lazy,
-    load_checkpoint,
-    loader_options,
-    make_grad_scaler,
-    run_epoch,
-    save_checkpoint,
-    scalar_metrics,
-    seed_everything,
-    shard_indices,
-)
+from lt_core.engine import EpochEnd, FitConfig, FitHooks, fit, scalar_metrics, shard_indices
+from lt_core.engine import train_shard as train_shard  # noqa: F401  (moved to the engine; imported from here too)
 from lt_core.inference import make_manifest
-from lt_core.losses import LOSSES
-from lt_core.models import create_model
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
@@ -166,23 +149,6 @@ def global_class_counts(data: LTData, rank: int, world_size: int, device: torch.
     return counts
 
 
-def train_shard(data: LTData, rank: int, world_size: int, seed: int) -> tuple[Any, EpochShardSampler]:
-    """This worker's training set and sampler.
-
-    In-memory data: the whole set, each epoch's shuffle split across workers. Lazy (file) data: this worker's fixed
-    shard ``shard_indices(N, rank, world_size)`` (the one ``global_class_counts`` counts), shuffled within itself
-    each epoch and padded to the longest shard's length (equal steps on every rank), so a rank only ever opens the
-    files of its shard (and each node's page cache holds only those).
-    """
-    if not is_lazy(data.train) or world_size == 1:
-        return data.train, EpochShardSampler(len(data.train), rank=rank, world_size=world_size, seed=seed)
-    shard = Subset(data.train, shard_indices(len(data.train), rank, world_size))
-    if len(shard) == 0:
-        raise ValueError(f"{len(data.train)} training samples cannot be sharded across {world_size} workers")
-    longest = -(-len(data.train) // world_size)
-    return shard, EpochShardSampler(len(shard), seed=seed * 1_000_003 + rank, num_samples=longest)
-
-
 def _all_reduce(tensors: list[Tensor], world_size: int, device: torch.device | str = "cpu") -> None:
     """Sum each tensor across workers, in place, with the collective on ``device``.
 
@@ -202,93 +168,74 @@ def _all_reduce(tensors: list[Tensor], world_size: int, device: torch.device | s
 
 
 def run_trial(trial: dict[str, Any], dataset: dict[str, Any], ctx: TrialContext | None = None) -> list[dict]:
-    """Train one planned trial on ``dataset`` (``{"name": ..., **params}``); returns the history (all ranks)."""
+    """Train one planned trial on ``dataset`` (``{"name": ..., **params}``); returns the history (all ranks).
+
+    The loop is ``lt_core.engine.fit``'s; this adds the job's parts: the all-reduced class counts and their check,
+    the per-epoch report (``SELECTION_SCORE``, ``CHECKPOINT_SCORE``) and the checkpoints (with the model's manifest)
+    that ``CheckpointPolicy`` asks for, written by rank 0.
+    """
     ctx = ctx or TrialContext()
     cfg = fit_config(trial)
-    seed_everything(cfg.seed)
-    configure_device(ctx.device, deterministic=ctx.deterministic)  # TF32 + cudnn.benchmark on CUDA
     evaluation = trial.get("evaluation") or {}
     data = trial_data(dataset, evaluation)
-    if LOSSES[cfg.loss].needs_class_counts or cfg.reweighting != "none":
-        data.require_all_classes()
-
     counts = global_class_counts(data, ctx.rank, ctx.world_size, ctx.device)
     if not torch.equal(counts, data.class_counts):
         raise RuntimeError(f"all-reduced class counts {counts.tolist()} != dataset counts {data.class_counts.tolist()}")
-
-    model: nn.Module = create_model(cfg.model, data.num_classes, data.input_shape, **cfg.model_params)
-    model = ctx.prepare_model(model) if ctx.prepare_model else model.to(ctx.device)  # [ray 1] DDP + device
-    optimizer = build_optimizer(model, cfg)
-    scaler = make_grad_scaler(cfg.precision, ctx.device)  # fp16 only; its loss scale is checkpointed
-    history: list[dict[str, Any]] = []
-    start = 0
-    if ctx.resume_dir is not None:  # worker restart: continue from the last reported checkpoint
-        state = load_checkpoint(Path(ctx.resume_dir) / CHECKPOINT_FILE, model, optimizer)
-        start, history = int(state["epoch"]), list(state["history"])
-        if scaler is not None and (state.get("extra") or {}).get("grad_scaler"):
-            scaler.load_state_dict(state["extra"]["grad_scaler"])
-
-    train_set, sampler = train_shard(data, ctx.rank, ctx.world_size, cfg.seed)
-    # pinned memory on CUDA; worker processes for per-item work (see lt_core.engine.loader_options)
-    workers = {"num_workers": cfg.loader_workers}
-    train_loader = DataLoader(
-        train_set, batch_size=cfg.batch_size, sampler=sampler, **loader_options(train_set, ctx.device, **workers)
+    reporter = TrialReporter(ctx, evaluation, cfg, data)
+    hooks = FitHooks(
+        rank=ctx.rank,
+        world_size=ctx.world_size,
+        prepare_model=ctx.prepare_model,  # [ray 1] DDP + device
+        reduce=(lambda tensors: _all_reduce(tensors, ctx.world_size, ctx.device)) if ctx.world_size > 1 else None,
+        start=reporter.start,
+        report=reporter.report if ctx.report is not None else None,
     )
-    test_shard = Subset(data.test, shard_indices(len(data.test), ctx.rank, ctx.world_size))
-    test_loader = DataLoader(
-        test_shard, batch_size=eval_batch_size(test_shard, cfg), **loader_options(test_shard, ctx.device, **workers)
+    return fit(
+        cfg,
+        data,
+        device=ctx.device,
+        deterministic=ctx.deterministic,  # TF32 + cudnn.benchmark on CUDA unless set
+        resume_from=None if ctx.resume_dir is None else Path(ctx.resume_dir) / CHECKPOINT_FILE,  # worker restart
+        # the post-hoc variant is chosen on validation by the job's metric (without its val_ prefix)
+        posthoc_metric=str(evaluation.get("metric") or "balanced_accuracy").removeprefix(VAL_PREFIX),
+        posthoc_mode=evaluation.get("mode", "max"),
+        hooks=hooks,
     )
-    val_loader = None
-    if data.val is not None:
-        val_shard = Subset(data.val, shard_indices(len(data.val), ctx.rank, ctx.world_size))
-        val_loader = DataLoader(
-            val_shard, batch_size=eval_batch_size(val_shard, cfg), **loader_options(val_shard, ctx.device, **workers)
-        )
-    schedule = LossSchedule(cfg, counts, ctx.device)
-    reduce = (lambda tensors: _all_reduce(tensors, ctx.world_size, ctx.device)) if ctx.world_size > 1 else None
-    policy = CheckpointPolicy(ctx, history)
-    score = SelectionScore(evaluation, history)
-    # the post-hoc variant is chosen on validation by the job's metric (without its val_ prefix)
-    posthoc_metric = str(evaluation.get("metric") or "balanced_accuracy").removeprefix(VAL_PREFIX)
 
-    for epoch in range(start, cfg.epochs):
-        metrics = run_epoch(
-            model,
-            optimizer,
-            cfg,
-            schedule,
-            sampler,
-            train_loader,
-            test_loader,
-            counts,
-            epoch,
-            device=ctx.device,
-            reduce=reduce,
-            val_loader=val_loader,
-            scaler=scaler,
-            posthoc_metric=posthoc_metric,
-            posthoc_mode=evaluation.get("mode", "max"),
-        )
-        history.append(scalar_metrics(metrics))
-        report = report_payload(metrics) | {
-            SELECTION_SCORE: score.update(metrics),
-            CHECKPOINT_SCORE: checkpoint_score(metrics, evaluation.get("metric"), evaluation.get("mode", "max")),
+
+class TrialReporter:
+    """A trial's report after each epoch (``FitHooks.report``): the payload, and a checkpoint when it is due.
+
+    Every rank reports every epoch (Ray Train expects a report from each worker); the checkpoint, when
+    ``CheckpointPolicy`` asks for one, is written by rank 0 only, into a folder that ``TrialContext.report`` hands
+    to Ray before it is deleted.
+    """
+
+    def __init__(self, ctx: TrialContext, evaluation: dict[str, Any], cfg: FitConfig, data: LTData) -> None:
+        self.ctx, self.evaluation, self.cfg, self.data = ctx, evaluation, cfg, data
+        self.policy = CheckpointPolicy(ctx, [])
+        self.score = SelectionScore(evaluation, [])
+
+    def start(self, history: list[dict[str, Any]]) -> None:
+        """Before the first epoch: a resumed trial's best so far is in its checkpoint's history."""
+        self.policy = CheckpointPolicy(self.ctx, history)
+        self.score = SelectionScore(self.evaluation, history)
+
+    def report(self, end: EpochEnd) -> None:
+        if self.ctx.report is None:  # nothing to report to (run_trial then installs no report hook)
+            return
+        metrics, mode = end.metrics, self.evaluation.get("mode", "max")
+        payload = report_payload(metrics) | {
+            SELECTION_SCORE: self.score.update(metrics),
+            CHECKPOINT_SCORE: checkpoint_score(metrics, self.evaluation.get("metric"), mode),
         }
-        if ctx.report is None:
-            continue
-        if not policy.due(metrics, last=epoch + 1 == cfg.epochs):
-            ctx.report(report, None)
-        elif ctx.rank == 0:
-            with tempfile.TemporaryDirectory() as tmp:
-                manifest = make_manifest(cfg=cfg, data=data, metrics=metrics, class_counts=counts)
-                extra = {"manifest": manifest}
-                if scaler is not None:
-                    extra["grad_scaler"] = scaler.state_dict()
-                save_checkpoint(Path(tmp) / CHECKPOINT_FILE, model, optimizer, epoch + 1, history, extra)
-                ctx.report(report, tmp)  # [ray 2] report with a checkpoint
-        else:
-            ctx.report(report, None)
-    return history
+        if not self.policy.due(metrics, last=end.last) or self.ctx.rank != 0:
+            self.ctx.report(payload, None)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            manifest = make_manifest(cfg=self.cfg, data=self.data, metrics=metrics, class_counts=self.data.class_counts)
+            end.save(Path(tmp) / CHECKPOINT_FILE, {"manifest": manifest})
+            self.ctx.report(payload, tmp)  # [ray 2] report with a checkpoint
 
 
 _TIE_BREAK = 1e-12
@@ -303,6 +250,28 @@ def checkpoint_score(metrics: dict[str, Any], metric: str | None, mode: str = "m
     return float(value) - nudge if mode == "max" else float(value) + nudge
 
 
+class BestSoFar:
+    """The best value of one metric over the epochs seen so far (``is_better`` under ``mode``); None before any."""
+
+    def __init__(self, metric: str | None, mode: str = "max", history: Iterable[dict[str, Any]] = ()) -> None:
+        self.metric, self.mode = metric, mode
+        self.best: float | None = None
+        for h in history:  # resumed: the epochs before are in the checkpoint's history
+            self.update(h)
+
+    def value(self, metrics: dict[str, Any]) -> float | None:
+        """This epoch's value of the metric (None without a metric or without the value)."""
+        return metrics.get(self.metric) if self.metric else None
+
+    def update(self, metrics: dict[str, Any]) -> bool:
+        """Take one epoch's metrics; whether its value is the new best."""
+        value = self.value(metrics)
+        if is_better(value, self.best, self.mode):
+            self.best = value
+            return True
+        return False
+
+
 class SelectionScore:
     """The trial's selection value so far, which Tune's scheduler and searcher compare (``SELECTION_SCORE``).
 
@@ -312,20 +281,13 @@ class SelectionScore:
     """
 
     def __init__(self, evaluation: dict[str, Any], history: list[dict[str, Any]]) -> None:
-        self.metric = evaluation.get("metric")
-        self.mode = evaluation.get("mode", "max")
         self.last = evaluation.get("epoch") == "last"
-        self.best: float | None = None
-        for h in history:
-            self.update(h)
+        self.tracker = BestSoFar(evaluation.get("metric"), evaluation.get("mode", "max"), history)
 
     def update(self, metrics: dict[str, Any]) -> float:
-        value = metrics.get(self.metric) if self.metric else None
-        if self.last:
-            self.best = value
-        elif is_better(value, self.best, self.mode):
-            self.best = value
-        return float("nan") if self.best is None else float(self.best)
+        self.tracker.update(metrics)
+        value = self.tracker.value(metrics) if self.last else self.tracker.best
+        return float("nan") if value is None else float(value)
 
 
 class CheckpointPolicy:
@@ -335,24 +297,15 @@ class CheckpointPolicy:
     """
 
     def __init__(self, ctx: TrialContext, history: list[dict[str, Any]]) -> None:
-        self.metric, self.mode, self.interval_s = ctx.checkpoint_metric, ctx.checkpoint_mode, ctx.checkpoint_interval_s
-        self.best: float | None = None
-        for h in history:  # resumed: the best so far is in the checkpoint's history
-            self._improved(h)
+        self.tracker = BestSoFar(ctx.checkpoint_metric, ctx.checkpoint_mode, history)
+        self.interval_s = ctx.checkpoint_interval_s
         self.last_write = time.monotonic()
-
-    def _improved(self, metrics: dict[str, Any]) -> bool:
-        value = metrics.get(self.metric) if self.metric else None
-        if is_better(value, self.best, self.mode):
-            self.best = value
-            return True
-        return False
 
     def due(self, metrics: dict[str, Any], *, last: bool) -> bool:
         """Whether this epoch's report carries a checkpoint."""
-        improved = self._improved(metrics)
+        improved = self.tracker.update(metrics)
         now = time.monotonic()
-        if self.metric is None or improved or last or now - self.last_write >= self.interval_s:
+        if self.tracker.metric is None or improved or last or now - self.last_write >= self.interval_s:
             self.last_write = now
             return True
         return False

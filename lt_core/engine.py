@@ -1,13 +1,15 @@
 """The training engine: one local run of a long-tail classifier on plain PyTorch.
 
-The Ray layer (``jobs.train``) wraps exactly these pieces; nothing here knows about Ray.
+The Ray layer (``jobs.train``) calls ``fit`` with ``FitHooks``; nothing here knows about Ray.
 
 - ``train_one_epoch`` / ``evaluate``: one pass over plain ``DataLoader``s.
 - ``LossSchedule``: which criterion an epoch uses. Losses hold no epoch state, so deferred re-weighting (DRW)
   and IB's plain cross-entropy warm-up are chosen here, per epoch.
 - ``lr_at``: linear warm-up, then step decay (the CIFAR-LT recipe), cosine or constant, per iteration.
-- ``fit``: seeded, reproducible on CPU, checkpoint save/resume (CPU and CUDA RNG states included), a callback per
-  epoch; a run whose loss turns NaN/inf stops with ``NonFiniteLossError`` naming the epoch and step.
+- ``fit``: the only epoch loop. Seeded, reproducible on CPU, checkpoint save/resume (CPU and CUDA RNG states and
+  the fp16 loss scale included), a callback per epoch; a run whose loss turns NaN/inf stops with
+  ``NonFiniteLossError`` naming the epoch and step. ``FitHooks`` add what one worker of a distributed run needs:
+  its data shard (``train_shard``, ``eval_shard``), the wrapped model, reductions, a report per epoch.
 - No host sync per training step: the loss is summed on the device and read once per epoch; finiteness is
   flagged on the device and read every ``FINITE_CHECK_EVERY`` steps, after a ``reduce`` across workers, so
   every DDP rank stops at the same check with the same error.
@@ -32,7 +34,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -46,8 +48,10 @@ from lt_core.posthoc import LA_ONLY, POSTHOC_METRICS, PosthocAccumulator, choose
 __all__ = [
     "CUDA_LOADER_WORKERS",
     "FINITE_CHECK_EVERY",
+    "EpochEnd",
     "EpochShardSampler",
     "FitConfig",
+    "FitHooks",
     "LossSchedule",
     "NonFiniteLossError",
     "PRECISIONS",
@@ -56,6 +60,7 @@ __all__ = [
     "build_optimizer",
     "configure_device",
     "eval_batch_size",
+    "eval_shard",
     "evaluate",
     "is_lazy",
     "fit",
@@ -70,6 +75,7 @@ __all__ = [
     "seed_everything",
     "shard_indices",
     "train_one_epoch",
+    "train_shard",
 ]
 
 
@@ -89,51 +95,58 @@ class NonFiniteLossError(RuntimeError):
         self.epoch, self.step, self.value = epoch, step, value
 
 
+Precision = Literal["fp32", "bf16", "fp16"]
+Optimizer = Literal["sgd", "adamw"]
+Schedule = Literal["cosine", "step", "constant"]
+Reweighting = Literal["none", "inverse", "effective_number"]
+# The choices ``FitConfig`` checks itself: an unknown one would otherwise fall through silently (``build_optimizer``
+# to AdamW, ``lr_at`` to a constant rate) or fail far from its cause. Ranges and the rest are the job spec's to check.
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "precision": get_args(Precision),
+    "optimizer": get_args(Optimizer),
+    "schedule": get_args(Schedule),
+    "reweighting": get_args(Reweighting),
+}
+
+
 @dataclass
 class FitConfig:
-    """Everything one local run needs (the job spec's trial config, flattened, with concrete values)."""
+    """Everything one local run needs (the job spec's trial config, flattened, with concrete values).
+
+    The job spec (``jobs.spec``) validates the values a job's trials get; used alone, ``FitConfig`` refuses only an
+    unknown loss and an unknown choice of precision, optimizer, schedule or re-weighting (see ``_CHOICES``).
+    """
 
     model: str = "mlp"
     model_params: dict[str, Any] = field(default_factory=dict)
     loss: str = "ce"
     loss_params: dict[str, Any] = field(default_factory=dict)
     loss_start_epoch: int = 0
-    reweighting: str = "none"
+    reweighting: Reweighting = "none"
     reweighting_beta: float = 0.9999
     reweighting_start_epoch: int | None = None
     epochs: int = 30
     batch_size: int = 128
-    optimizer: str = "sgd"
+    optimizer: Optimizer = "sgd"
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    schedule: str = "cosine"
+    schedule: Schedule = "cosine"
     milestones: Sequence[int] = ()
     lr_decay: float = 0.1
     warmup_epochs: int = 0
     seed: int = 0
     many_threshold: int = 100
     few_threshold: int = 20
-    precision: str = "fp32"
+    precision: Precision = "fp32"
     loader_workers: int | None = None
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
-        if self.loader_workers is not None and self.loader_workers < 0:
-            raise ValueError(f"loader_workers must be >= 0, got {self.loader_workers}")
         if self.loss not in LOSSES:
             raise KeyError(f"unknown loss {self.loss!r}; known: {sorted(LOSSES)}")
-        if self.optimizer not in ("sgd", "adamw"):
-            raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
-        if self.schedule not in ("cosine", "step", "constant"):
-            raise ValueError(f"schedule must be 'cosine', 'step' or 'constant', got {self.schedule!r}")
-        if self.reweighting not in ("none", "inverse", "effective_number"):
-            raise ValueError(f"reweighting must be none, inverse or effective_number, got {self.reweighting!r}")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError("epochs, batch_size and lr must be positive")
-        if not 0 <= self.warmup_epochs < self.epochs:
-            raise ValueError(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs}")
+        for name, choices in _CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {list(choices)}, got {getattr(self, name)!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable copy (stored in checkpoints)."""
@@ -364,7 +377,7 @@ def configure_device(device: torch.device | str, *, deterministic: bool = False)
 
 def train_one_epoch(
     model: nn.Module,
-    loader: DataLoader,
+    loader: DataLoader[Any],
     criterion: nn.Module,
     optimizer: torch.optim.Optimizer,
     *,
@@ -449,7 +462,7 @@ def _raise_if_not_finite(
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
-    loader: DataLoader,
+    loader: DataLoader[Any],
     num_classes: int,
     *,
     device: torch.device | str = "cpu",
@@ -541,14 +554,14 @@ def run_epoch(
     cfg: FitConfig,
     schedule: LossSchedule,
     sampler: EpochShardSampler,
-    train_loader: DataLoader,
-    test_loader: DataLoader,
+    train_loader: DataLoader[Any],
+    test_loader: DataLoader[Any],
     class_counts: Tensor,
     epoch: int,
     *,
     device: torch.device | str = "cpu",
     reduce: Callable[[list[Tensor]], None] | None = None,
-    val_loader: DataLoader | None = None,
+    val_loader: DataLoader[Any] | None = None,
     scaler: torch.amp.GradScaler | None = None,
     posthoc: bool = True,
     posthoc_metric: str = "balanced_accuracy",
@@ -663,7 +676,7 @@ def load_checkpoint(
     path: str | os.PathLike[str], model: nn.Module, optimizer: torch.optim.Optimizer | None = None
 ) -> dict[str, Any]:
     """Load a checkpoint written by ``save_checkpoint`` into ``model`` (and ``optimizer``); returns its state."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
     getattr(model, "module", model).load_state_dict(state["model"])
     if optimizer is not None:
         optimizer.load_state_dict(state["optimizer"])
@@ -679,6 +692,68 @@ def load_checkpoint(
     return state
 
 
+def train_shard(data: Any, rank: int = 0, world_size: int = 1, seed: int = 0) -> tuple[Any, EpochShardSampler]:
+    """This worker's training set and sampler (``data`` an ``LTData``).
+
+    In-memory data: the whole set, each epoch's shuffle split across workers. Lazy (file) data: this worker's fixed
+    shard ``shard_indices(N, rank, world_size)``, shuffled within itself each epoch and padded to the longest shard's
+    length (equal steps on every rank), so a rank only ever opens the files of its shard (and each node's page cache
+    holds only those).
+    """
+    if not is_lazy(data.train) or world_size == 1:
+        return data.train, EpochShardSampler(len(data.train), rank=rank, world_size=world_size, seed=seed)
+    shard = Subset(data.train, shard_indices(len(data.train), rank, world_size))
+    if len(shard) == 0:
+        raise ValueError(f"{len(data.train)} training samples cannot be sharded across {world_size} workers")
+    longest = -(-len(data.train) // world_size)
+    return shard, EpochShardSampler(len(shard), seed=seed * 1_000_003 + rank, num_samples=longest)
+
+
+def eval_shard(dataset: Any, rank: int = 0, world_size: int = 1) -> Any:
+    """This worker's part of an evaluation split: ``shard_indices`` of it (its summable metrics are reduced)."""
+    return dataset if world_size == 1 else Subset(dataset, shard_indices(len(dataset), rank, world_size))
+
+
+SaveCheckpoint = Callable[[str | os.PathLike[str], dict[str, Any]], Path]
+
+
+@dataclass(frozen=True)
+class EpochEnd:
+    """One finished epoch, as ``FitHooks.report`` sees it."""
+
+    epoch: int  # epochs completed (1-based)
+    metrics: dict[str, Any]  # the epoch's full metrics (``run_epoch``)
+    history: list[dict[str, Any]]  # the scalar metrics of every epoch so far, this one included
+    last: bool  # the run's final epoch (``cfg.epochs``)
+    # save(path, extra): a checkpoint of the run as it stands, which ``fit(resume_from=path)`` continues from; the
+    # config and (fp16) the GradScaler's state are added to ``extra``. One writer only: rank 0 of a distributed run.
+    save: SaveCheckpoint
+
+
+@dataclass(frozen=True)
+class FitHooks:
+    """What a run hosted by a framework (Ray Train's DDP workers) adds to ``fit``; the defaults are one process.
+
+    - ``rank`` / ``world_size``: the worker's shard of the data (``train_shard``, ``eval_shard``).
+    - ``prepare_model(model)``: device placement and wrapping (``ray.train.torch.prepare_model``: DDP); the default
+      is ``model.to(device)``. Checkpoints save the unwrapped module.
+    - ``reduce(tensors)``: a sum across workers in place, on the device (see ``run_epoch``); None for one worker.
+    - ``start(history)``: called once before the first epoch with the history so far (a resumed run's, else empty).
+    - ``report(end)``: called on every rank after each epoch (``EpochEnd``), after ``fit``'s own checkpoint.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    prepare_model: Callable[[nn.Module], nn.Module] | None = None
+    reduce: Callable[[list[Tensor]], None] | None = None
+    start: Callable[[list[dict[str, Any]]], None] | None = None
+    report: Callable[[EpochEnd], None] | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank must be in [0, world_size={self.world_size}), got {self.rank}")
+
+
 def fit(
     cfg: FitConfig,
     data: Any,
@@ -690,6 +765,9 @@ def fit(
     stop_after: int | None = None,
     deterministic: bool = False,
     posthoc: bool = True,
+    posthoc_metric: str = "balanced_accuracy",
+    posthoc_mode: str = "max",
+    hooks: FitHooks | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``cfg`` on ``data`` (an ``lt_core.datasets.LTData``); returns the per-epoch history.
 
@@ -697,47 +775,53 @@ def fit(
 
     ``callback(epoch, metrics)`` gets the 1-based epoch and the full metrics dict (per-class accuracy, shot
     groups, calibration, ``train_loss``, ``lr``, ``epoch_time_s``). With ``checkpoint_path`` a checkpoint is
-    written after every epoch; ``resume_from`` continues from one. ``stop_after`` ends the run early after that
-    many epochs in total (for tests of resume). On CUDA, ``configure_device(device, deterministic=...)`` sets the
-    speed flags and the loaders follow ``loader_options``. ``posthoc=False`` skips the post-hoc grid
-    (``posthoc_metrics``) at each evaluation.
+    written after every epoch; ``resume_from`` continues from one (model, optimizer, RNG states, history, and the
+    fp16 ``GradScaler``'s loss scale). ``stop_after`` ends the run early after that many epochs in total (for tests
+    of resume). On CUDA, ``configure_device(device, deterministic=...)`` sets the speed flags and the loaders follow
+    ``loader_options``. ``posthoc=False`` skips the post-hoc grid (``posthoc_metrics``) at each evaluation; its
+    variant is chosen by ``posthoc_metric`` (``posthoc_mode``). ``hooks`` (``FitHooks``) make this loop one worker
+    of a distributed run: its shard of the data, the wrapped model, reductions across workers, a report per epoch.
     """
     from lt_core.models import create_model
 
+    hooks = hooks or FitHooks()
     seed_everything(cfg.seed)
     configure_device(device, deterministic=deterministic)
     if LOSSES[cfg.loss].needs_class_counts or cfg.reweighting != "none":
         data.require_all_classes()
-    model = create_model(cfg.model, data.num_classes, data.input_shape, **cfg.model_params).to(device)
+    model = create_model(cfg.model, data.num_classes, data.input_shape, **cfg.model_params)
+    model = hooks.prepare_model(model) if hooks.prepare_model is not None else model.to(device)
     optimizer = build_optimizer(model, cfg)
+    scaler = make_grad_scaler(cfg.precision, device)  # fp16 only; its loss scale is checkpointed
     history: list[dict[str, Any]] = []
     start = 0
     if resume_from is not None:
         state = load_checkpoint(resume_from, model, optimizer)
         start, history = int(state["epoch"]), list(state["history"])
-    sampler = EpochShardSampler(len(data.train), seed=cfg.seed)
+        scaler_state = (state.get("extra") or {}).get("grad_scaler")
+        if scaler is not None and scaler_state:
+            scaler.load_state_dict(scaler_state)
+
+    rank, world = hooks.rank, hooks.world_size
+    train_set, sampler = train_shard(data, rank, world, cfg.seed)
+    # pinned memory on CUDA; worker processes for per-item work (see loader_options)
     workers = {"num_workers": cfg.loader_workers}
     train_loader = DataLoader(
-        data.train,
-        batch_size=cfg.batch_size,
-        sampler=sampler,
-        drop_last=False,
-        **loader_options(data.train, device, **workers),
+        train_set, batch_size=cfg.batch_size, sampler=sampler, **loader_options(train_set, device, **workers)
     )
+    test_set = eval_shard(data.test, rank, world)
     test_loader = DataLoader(
-        data.test,
-        batch_size=eval_batch_size(data.test, cfg),
-        shuffle=False,
-        **loader_options(data.test, device, **workers),
+        test_set, batch_size=eval_batch_size(test_set, cfg), **loader_options(test_set, device, **workers)
     )
-    val = getattr(data, "val", None)
     val_loader = None
-    if val is not None:
+    if getattr(data, "val", None) is not None:
+        val_set = eval_shard(data.val, rank, world)
         val_loader = DataLoader(
-            val, batch_size=eval_batch_size(val, cfg), shuffle=False, **loader_options(val, device, **workers)
+            val_set, batch_size=eval_batch_size(val_set, cfg), **loader_options(val_set, device, **workers)
         )
-    scaler = make_grad_scaler(cfg.precision, device)
     schedule = LossSchedule(cfg, data.class_counts, device)
+    if hooks.start is not None:
+        hooks.start(list(history))
     end = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
     for epoch in range(start, end):
         metrics = run_epoch(
@@ -751,13 +835,25 @@ def fit(
             data.class_counts,
             epoch,
             device=device,
+            reduce=hooks.reduce,
             val_loader=val_loader,
             scaler=scaler,
             posthoc=posthoc,
+            posthoc_metric=posthoc_metric,
+            posthoc_mode=posthoc_mode,
         )
         history.append(scalar_metrics(metrics))
+
+        def save(path: str | os.PathLike[str], extra: dict[str, Any], done: int = epoch + 1) -> Path:
+            extra = {"config": cfg.to_dict(), **extra}
+            if scaler is not None:
+                extra["grad_scaler"] = scaler.state_dict()
+            return save_checkpoint(path, model, optimizer, done, history, extra)
+
         if checkpoint_path is not None:
-            save_checkpoint(checkpoint_path, model, optimizer, epoch + 1, history, {"config": cfg.to_dict()})
+            save(checkpoint_path, {})
+        if hooks.report is not None:
+            hooks.report(EpochEnd(epoch + 1, metrics, list(history), epoch + 1 == cfg.epochs, save))
         if callback is not None:
             callback(epoch + 1, metrics)
     return history

@@ -13,4 +13,4 @@ if ! python -c "import torch" >/dev/null 2>&1; then
     # torch==2.13.0 is a CPU build; a bare `torch` would pull several GB of CUDA wheels.
     python -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
 fi
-python -m pip install -q -e ".[test]"
+python -m pip install -q -e ".[all,test]"

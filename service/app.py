@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import mimetypes
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -105,6 +106,9 @@ def _mount_ui(app: FastAPI) -> None:
     def ui_index() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
 
+    # The page's scripts are ES modules, which browsers run only when served with a JavaScript MIME type; some
+    # systems map ".js" to text/plain (a Windows registry entry, an old /etc/mime.types), so say it here.
+    mimetypes.add_type("text/javascript", ".js")
     app.mount("/ui", StaticFiles(directory=STATIC_DIR, html=True, check_dir=False), name="ui")
 
 

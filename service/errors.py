@@ -32,6 +32,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.spec_errors import loc_to_path
+
 logger = logging.getLogger("service.errors")
 
 
@@ -100,17 +102,6 @@ class Unavailable(DomainError):
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details}}
-
-
-def loc_to_path(loc: tuple[Any, ...] | list[Any]) -> str:
-    """``("body", "losses", 1, "focal", "gamma")`` -> ``"losses[1].focal.gamma"``."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
 
 
 _HTTP_CODES = {

@@ -20,7 +20,7 @@ import yaml
 
 from jobs.spec import JobSpec
 from service.cli import DEMO_SPEC, format_config, main, quick_demo_spec
-from tests.service.test_client import TOKEN, LiveServer, free_port, make_settings, tiny_spec, wait_until
+from tests.service.test_client import FIXTURE, TOKEN, LiveServer, free_port, make_settings, tiny_spec, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 LOSS_ROWS = ("focal", "ldam-drw", "label_smoothing", "ib")  # the fixture's branches
@@ -291,16 +291,91 @@ def test_quick_demo_spec_is_a_smaller_search() -> None:
     assert quick.trial_count() == 15 and quick.train.epochs < full.train.epochs  # 5 configs x 3 seeds
 
 
-def test_format_config() -> None:
-    assert format_config({"loss.gamma": 2.0, "reweighting": "none"}) == "gamma=2"
-    assert format_config({"loss.alpha": 523.456789, "ib.start_epoch": 5, "reweighting": "none"}) == (
-        "alpha=523.5 start_epoch=5"
+def test_format_config_shows_the_stored_keys_as_they_are() -> None:
+    """One parameter-path scheme (``loss.``, ``branch.``, ``train.``, ``model.``): no key is renamed or stripped."""
+    assert format_config({"loss.gamma": 2.0, "branch.reweighting": "none"}) == "loss.gamma=2 branch.reweighting=none"
+    assert format_config({"loss.alpha": 523.456789, "branch.start_epoch": 5, "config_id": "ib/0"}) == (
+        "loss.alpha=523.5 branch.start_epoch=5"  # the identity key is not a parameter
     )
-    assert format_config({"loss.max_margin": 0.5, "reweighting": "effective_number-drw"}) == (
-        "max_margin=0.5 reweighting=effective_number-drw"
+    assert format_config({"train.lr": 0.05, "model.hidden_sizes": [64, 32], "branch.drw": True}) == (
+        "train.lr=0.05 model.hidden_sizes=[64, 32] branch.drw=true"
     )
-    assert format_config({"loss": "focal", "loss_params": {"gamma": 2.0}, "lr": 0.05, "seed": 3}) == "gamma=2 lr=0.05"
-    assert format_config({}) == ""
+    assert format_config({}) == "" and format_config(None) == ""
+
+
+STORED_CONFIG = {
+    "loss.gamma": 1.5,
+    "branch.start_epoch": 3,
+    "branch.reweighting": "effective_number",
+    "train.lr": 0.05,
+    "model.hidden_sizes": [64],
+}
+
+
+def test_results_show_a_trials_config_keys_as_stored(server: LiveServer, capsys) -> None:
+    """A result written through the service (driver events, then the JobResult) keeps its trial's config keys, and
+    ``results --json``, ``--csv`` and the table show exactly those keys."""
+    result = json.loads(FIXTURE.read_text())
+    focal = next(b for b in result["branches"] if b["branch"] == "focal")
+    trial = next(t for t in result["trials"] if t["trial_id"] == focal["best_trial_id"])
+    trial["config"] = {**STORED_CONFIG, "config_id": "focal/0", "train.seed": 0}
+    focal["config"] = dict(STORED_CONFIG)
+    job_id = submit(server)
+    server.finish(job_id, result)
+
+    code, out, _ = run(capsys, "--url", server.url, "results", job_id, "--json")
+    assert code == 0
+    payload = json.loads(out)
+    stored = next(t for t in payload["trials"] if t["trial_id"] == trial["trial_id"])
+    assert stored["config"] == trial["config"]
+    assert next(b for b in payload["branches"] if b["branch"] == "focal")["config"] == STORED_CONFIG
+
+    code, out, _ = run(capsys, "--url", server.url, "results", job_id, "--csv")
+    rows = {r["branch"]: r for r in csv.DictReader(io.StringIO(out))}
+    assert json.loads(rows["focal"]["config"]) == STORED_CONFIG
+
+    code, out, _ = run(capsys, "--url", server.url, "results", job_id)
+    assert code == 0
+    row = next(line for line in out.splitlines() if line.startswith("focal"))
+    shown = (
+        "loss.gamma=1.5 branch.start_epoch=3 branch.reweighting=effective_number train.lr=0.05 model.hidden_sizes=[64]"
+    )
+    assert row.rstrip().endswith(shown), row
+
+
+def _job_state(status: str, done: int, total: int = 5) -> Any:
+    from service.client import Job
+
+    links = {k: f"/jobs/job_1/{k}" for k in ("self", "results", "events", "logs", "cancel")}
+    progress = {"trials_total": total, "trials_done": done, "trials_running": 1 if done < total else 0}
+    progress.update(epochs_reported=3 * done, metric="balanced_accuracy", mode="max", best=None)
+    return Job.model_validate(
+        {"id": "job_1", "name": "x", "status": status, "owner": "a", "created_at": 0.0, "started_at": None,
+         "finished_at": None, "error": None, "links": links, "spec": {}, "progress": progress}
+    )  # fmt: skip
+
+
+def test_progress_display_is_a_rich_bar_on_a_terminal_and_lines_elsewhere() -> None:
+    from service.cli.formatting import ProgressDisplay
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    display = ProgressDisplay(screen)
+    display(_job_state("running", 2))
+    display(_job_state("succeeded", 5))
+    display.finish()
+    shown = screen.getvalue()
+    assert "━" in shown and "5/5" in shown and "succeeded" in shown and "15 epochs" in shown  # Rich's bar
+    log = io.StringIO()
+    display = ProgressDisplay(log)
+    for state in (_job_state("running", 2), _job_state("running", 2), _job_state("succeeded", 5)):
+        display(state)
+    display.finish()
+    lines = log.getvalue().splitlines()  # one line per change, no control characters
+    assert len(lines) == 2 and lines[1].startswith("succeeded | trials 5/5 done") and "\x1b" not in log.getvalue()
 
 
 def test_ray_head_record_and_stop_without_a_head(tmp_path) -> None:

@@ -544,3 +544,61 @@ def test_the_job_result_round_trips_through_the_store_the_rest_payload_and_the_c
     )
     assert {"seed", "config_id", "selected"} <= set(schema["TrialResult"]["properties"])
     assert {"selected_on", "repeats"} <= set(schema["JobResults"]["properties"])
+
+
+# -- one implementation -------------------------------------------------------------------------------------------
+def test_the_sync_client_is_generated_from_the_async_one() -> None:
+    """``Client`` is ``AsyncClient`` through unasync: the committed file is what the script generates now."""
+    import importlib.util
+    import inspect
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("gen_sync_client", root / "scripts" / "gen_sync_client.py")
+    assert spec is not None and spec.loader is not None
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    assert gen.TARGET.read_text(encoding="utf-8") == gen.generate(), "run: python scripts/gen_sync_client.py"
+    # the same public methods, coroutines on one side only
+    public = {n for n in dir(AsyncClient) if not n.startswith("_")}
+    assert public - {"aclose"} == {n for n in dir(Client) if not n.startswith("_")} - {"close"}
+    assert {"submit", "wait", "download_model", "predict", "delete"} <= public
+    for name in public:
+        assert inspect.iscoroutinefunction(getattr(AsyncClient, name)), name
+        assert not inspect.iscoroutinefunction(getattr(Client, "close" if name == "aclose" else name)), name
+
+
+def test_heartbeats_and_the_retry_hint_are_not_events(live: LiveServer, client: Client) -> None:
+    """httpx-sse yields the stream's ``retry:`` line and heartbeats as empty events; the client skips them."""
+    job = client.submit(tiny_spec())
+    live.send(job.id, driver_events(["t0"], epochs=1))
+    from contextlib import closing
+
+    ids = []
+    with closing(client._events(job.id, None, remaining=1.0)) as events:
+        for event_id in events:
+            ids.append(event_id)
+            if len(ids) == 3:  # trial_started, one epoch, trial_finished
+                break
+    assert len(ids) == 3 and all(ids) and len(set(ids)) == 3
+
+
+def test_the_client_and_the_cli_load_no_server_or_training_library() -> None:
+    """In the full install too: ``from service import Client, AsyncClient`` and the CLI import none of them (a fresh
+    interpreter; tests/test_light_install.py checks the same where they are not even installed)."""
+    import subprocess
+    import sys
+
+    import service.cli
+    import service.client
+
+    code = (
+        "import sys, service\n"
+        "from service import AsyncClient, Client\n"
+        "import service.cli\n"
+        "heavy = ('torch', 'numpy', 'ray', 'fastapi', 'starlette', 'sqlalchemy', 'pydantic_settings', 'psutil')\n"
+        "print(' '.join(m for m in heavy if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "", done.stdout + done.stderr
+    for module in (service.client, service.cli):  # every exported name resolves (service.cli's lazily)
+        assert all(getattr(module, name) is not None for name in module.__all__)

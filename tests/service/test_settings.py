@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -64,10 +65,13 @@ def test_only_the_dispatcher_imports_ray() -> None:
 
 
 def test_stop_ray_on_exit_is_off_by_default_and_settable(tmp_path: Path, monkeypatch) -> None:
-    from service.cli import build_parser
+    from service.cli import commands, main
 
     assert Settings(state_dir=tmp_path).stop_ray_on_exit is False
     monkeypatch.setenv("LONGTAIL_STOP_RAY_ON_EXIT", "true")
     assert Settings(state_dir=tmp_path).stop_ray_on_exit is True
-    assert build_parser().parse_args(["serve", "--stop-ray-on-exit"]).stop_ray_on_exit is True
-    assert build_parser().parse_args(["serve"]).stop_ray_on_exit is None  # unset: the setting decides
+    served: list[dict[str, Any]] = []
+    monkeypatch.setattr(commands, "run_server", lambda overrides, log_level: served.append(overrides))
+    assert main(["serve", "--stop-ray-on-exit"]) == 0 and main(["serve"]) == 0
+    assert served[0]["stop_ray_on_exit"] is True
+    assert "stop_ray_on_exit" not in served[1]  # unset: the setting decides
