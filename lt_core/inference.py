@@ -331,7 +331,8 @@ class _Logits(nn.Module):
         self.model = model
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.model(x)[0]
+        logits: Tensor = self.model(x)[0]
+        return logits
 
 
 def export_program(model: nn.Module, manifest: dict[str, Any], path: str | os.PathLike[str]) -> Path:

@@ -116,8 +116,8 @@ def metrics_from_confusion(
 
     groups = shot_groups(counts, many_threshold, few_threshold)
     shot = {}
-    for g, idx in groups.items():
-        idx = np.asarray(idx, dtype=np.int64)
+    for g, members in groups.items():
+        idx = np.asarray(members, dtype=np.int64)
         shot[f"{g}_shot_accuracy"] = _mean_or_none(recall[idx[present[idx]]])
 
     precision = np.divide(tp, predicted, out=np.zeros(k), where=predicted > 0)

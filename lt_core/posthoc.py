@@ -148,6 +148,7 @@ class PosthocAccumulator:
             if method == "logit_adjustment":
                 z = logits.unsqueeze(0) - taus.view(-1, 1, 1) * self.prior.view(1, 1, -1)
             else:
+                assert self.head is not None  # tau-normalisation is among the methods only with a head
                 norms, bias = _head_stats(self.head, logits)
                 z = (logits - bias).unsqueeze(0) / norms.view(1, 1, -1).pow(taus.view(-1, 1, 1)) + bias
             pred = z.argmax(dim=2)  # (T, N)
@@ -172,7 +173,7 @@ class PosthocAccumulator:
         for m, method in enumerate(self.methods):
             rows = []
             for i in range(len(self.taus)):
-                full = metrics_from_confusion(confusion[m, i], train_counts, **thresholds)
+                full = metrics_from_confusion(confusion[m, i], train_counts, calibration=None, **thresholds)
                 rows.append({k: full.get(k) for k in POSTHOC_METRICS})
             out[method] = rows
         return out

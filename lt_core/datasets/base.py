@@ -16,7 +16,7 @@ import numbers
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -65,8 +65,8 @@ class LTData:
     """
 
     name: str
-    train: Dataset
-    test: Dataset
+    train: Dataset[Any]
+    test: Dataset[Any]
     class_names: list[str]
     class_counts: Tensor
     num_classes: int
@@ -74,7 +74,7 @@ class LTData:
     fingerprint: str
     train_targets: Tensor
     params: dict[str, Any] = field(default_factory=dict)
-    val: Dataset | None = None
+    val: Dataset[Any] | None = None
     val_targets: Tensor | None = None
     test_targets: Tensor | None = None
 
@@ -196,7 +196,7 @@ def long_tailed_counts(n_max: int, num_classes: int, imbalance_factor: float, pr
     return [n_max] * head + [int(n_max / imbalance_factor)] * (num_classes - head)
 
 
-class ArrayDataset(Dataset):
+class ArrayDataset(Dataset[tuple[Tensor, int]]):
     """In-memory dataset over a float32 input tensor and int64 labels, with an optional per-item transform.
 
     Args:
@@ -233,29 +233,29 @@ def check_int(name: str, value: Any, *, min_value: int | None = None, max_value:
     """Return ``value`` as an int, or raise a DatasetError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise DatasetError(f"parameter {name!r} must be an integer, got {value!r}")
-    value = int(value)
-    if (min_value is not None and value < min_value) or (max_value is not None and value > max_value):
-        raise DatasetError(f"parameter {name!r} must be in [{min_value}, {max_value}], got {value}")
-    return value
+    result = int(value)
+    if (min_value is not None and result < min_value) or (max_value is not None and result > max_value):
+        raise DatasetError(f"parameter {name!r} must be in [{min_value}, {max_value}], got {result}")
+    return result
 
 
 def check_float(name: str, value: Any, *, min_value: float | None = None, positive: bool = False) -> float:
     """Return ``value`` as a finite float, or raise a DatasetError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
         raise DatasetError(f"parameter {name!r} must be a finite number, got {value!r}")
-    value = float(value)
-    if min_value is not None and value < min_value:
-        raise DatasetError(f"parameter {name!r} must be >= {min_value}, got {value}")
-    if positive and value <= 0:
-        raise DatasetError(f"parameter {name!r} must be > 0, got {value}")
-    return value
+    result = float(value)
+    if min_value is not None and result < min_value:
+        raise DatasetError(f"parameter {name!r} must be >= {min_value}, got {result}")
+    if positive and result <= 0:
+        raise DatasetError(f"parameter {name!r} must be > 0, got {result}")
+    return result
 
 
 def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
     """Return ``value`` if it is one of ``choices``, or raise a DatasetError naming ``name``."""
     if value not in choices:
         raise DatasetError(f"parameter {name!r} must be one of {list(choices)}, got {value!r}")
-    return value
+    return cast(str, value)  # equal to one of the str choices
 
 
 def check_bool(name: str, value: Any) -> bool:
@@ -324,8 +324,8 @@ def subsample_long_tailed(
 def make_ltdata(
     *,
     name: str,
-    train: Dataset,
-    test: Dataset,
+    train: Dataset[Any],
+    test: Dataset[Any],
     train_targets: np.ndarray | Tensor,
     num_classes: int,
     class_names: Sequence[str],
@@ -333,7 +333,7 @@ def make_ltdata(
     params: dict[str, Any],
     recipe: dict[str, Any] | None = None,
     test_targets: np.ndarray | Tensor | None = None,
-    val: Dataset | None = None,
+    val: Dataset[Any] | None = None,
     val_targets: np.ndarray | Tensor | None = None,
 ) -> LTData:
     """Assemble an :class:`LTData`, counting classes and computing the fingerprint.
@@ -374,7 +374,7 @@ def make_ltdata(
     )
 
 
-def _targets_of(dataset: Dataset) -> Tensor:
+def _targets_of(dataset: Dataset[Any]) -> Tensor:
     """``(N,)`` int64 labels of a dataset in index order (its ``targets`` when it has them, else item by item)."""
     targets = getattr(dataset, "targets", None)
     if isinstance(targets, Tensor):
@@ -447,7 +447,7 @@ def with_validation(data: LTData, fraction: float, seed: int) -> LTData:
     )
 
 
-def _subset(dataset: Dataset, indices: Tensor) -> Dataset:
+def _subset(dataset: Dataset[Any], indices: Tensor) -> Dataset[Any]:
     """Rows ``indices`` of ``dataset``: an :class:`ArrayDataset` stays one, anything else becomes a ``Subset``."""
     if isinstance(dataset, ArrayDataset):
         return ArrayDataset(dataset.x[indices], dataset.targets[indices], dataset.transform)

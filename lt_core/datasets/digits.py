@@ -72,23 +72,23 @@ def load_digits_lt(
     """
     x, y = _digits()
     smallest = int(np.bincount(y, minlength=NUM_CLASSES).min())
-    params = {
-        "imbalance_factor": check_float("imbalance_factor", imbalance_factor, min_value=1.0),
-        "profile": check_choice("profile", profile, PROFILES),
-        "test_per_class": check_int("test_per_class", test_per_class, min_value=1, max_value=smallest - 1),
-        "seed": check_int("seed", seed, min_value=0),
-    }
-    rng = np.random.default_rng(params["seed"])
-    test_idx, pools = [], []
+    imbalance_factor = check_float("imbalance_factor", imbalance_factor, min_value=1.0)
+    profile = check_choice("profile", profile, PROFILES)
+    test_per_class = check_int("test_per_class", test_per_class, min_value=1, max_value=smallest - 1)
+    seed = check_int("seed", seed, min_value=0)
+    params = {"imbalance_factor": imbalance_factor, "profile": profile, "test_per_class": test_per_class, "seed": seed}
+    rng = np.random.default_rng(seed)
+    test_parts: list[np.ndarray] = []
+    pools: list[np.ndarray] = []
     for c in range(NUM_CLASSES):
         idx = rng.permutation(np.flatnonzero(y == c))
-        test_idx.append(idx[: params["test_per_class"]])
-        pools.append(idx[params["test_per_class"] :])
+        test_parts.append(idx[:test_per_class])
+        pools.append(idx[test_per_class:])
     n_max = min(len(p) for p in pools)
-    counts = long_tailed_counts(n_max, NUM_CLASSES, params["imbalance_factor"], params["profile"])
+    counts = long_tailed_counts(n_max, NUM_CLASSES, imbalance_factor, profile)
     # Pools are already shuffled, so their first n_c entries are a seeded random subset.
     train_idx = np.concatenate([p[:n] for p, n in zip(pools, counts, strict=True)])
-    test_idx = np.concatenate(test_idx)
+    test_idx = np.concatenate(test_parts)
     train = ArrayDataset(torch.from_numpy(x[train_idx]), torch.from_numpy(y[train_idx]))
     test = ArrayDataset(torch.from_numpy(x[test_idx]), torch.from_numpy(y[test_idx]))
     return make_ltdata(

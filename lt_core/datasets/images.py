@@ -50,7 +50,7 @@ EVAL_CROP_FRACTION = 0.875
 MAX_CLASSES = 100_000
 
 
-class ImageFiles(Dataset):
+class ImageFiles(Dataset[tuple[Tensor, int]]):
     """Images decoded lazily, per item, from paths relative to ``root``.
 
     Args:
@@ -116,7 +116,7 @@ def decode_image(path: str, size: int) -> Tensor:
             scale = size / min(w, h)
             nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
             left, top = (nw - size) // 2, (nh - size) // 2
-            image = image.resize((nw, nh), Image.BILINEAR, box=None, reducing_gap=None)
+            image = image.resize((nw, nh), Image.Resampling.BILINEAR, box=None, reducing_gap=None)
             image = image.crop((left, top, left + size, top + size))
             array = np.asarray(image, dtype=np.uint8)
     except FileNotFoundError:
@@ -136,6 +136,9 @@ class ImageBatchTransform(nn.Module):
         - Input: ``(N, 3, L, L)`` uint8 (or float in [0, 255]).
         - Output: ``(N, 3, image_size, image_size)`` float32.
     """
+
+    mean: Tensor  # (1, 3, 1, 1) buffers, registered in __init__
+    std: Tensor
 
     def __init__(
         self,
@@ -184,7 +187,9 @@ def _check_rgb(name: str, value: Any) -> tuple[float, float, float]:
     return out  # type: ignore[return-value]
 
 
-def _image_params(image_size: Any, augment: Any, imbalance_factor: Any, profile: Any, seed: Any, mean, std):
+def _image_params(
+    image_size: Any, augment: Any, imbalance_factor: Any, profile: Any, seed: Any, mean: Any, std: Any
+) -> dict[str, Any]:
     return {
         "image_size": check_int("image_size", image_size, min_value=8, max_value=1024),
         "augment": check_bool("augment", augment),

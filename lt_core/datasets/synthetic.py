@@ -47,31 +47,40 @@ def load_synthetic_lt(
     Raises:
         DatasetError: on an invalid parameter.
     """
+    num_classes = check_int("num_classes", num_classes, min_value=2, max_value=MAX_CLASSES)
+    dim = check_int("dim", dim, min_value=1, max_value=65536)
+    n_max = check_int("n_max", n_max, min_value=1, max_value=100_000)
+    imbalance_factor = check_float("imbalance_factor", imbalance_factor, min_value=1.0)
+    profile = check_choice("profile", profile, PROFILES)
+    test_per_class = check_int("test_per_class", test_per_class, min_value=1, max_value=100_000)
+    class_sep = check_float("class_sep", class_sep, min_value=0.0)
+    noise = check_float("noise", noise, positive=True)
+    seed = check_int("seed", seed, min_value=0)
     params = {
-        "num_classes": check_int("num_classes", num_classes, min_value=2, max_value=MAX_CLASSES),
-        "dim": check_int("dim", dim, min_value=1, max_value=65536),
-        "n_max": check_int("n_max", n_max, min_value=1, max_value=100_000),
-        "imbalance_factor": check_float("imbalance_factor", imbalance_factor, min_value=1.0),
-        "profile": check_choice("profile", profile, PROFILES),
-        "test_per_class": check_int("test_per_class", test_per_class, min_value=1, max_value=100_000),
-        "class_sep": check_float("class_sep", class_sep, min_value=0.0),
-        "noise": check_float("noise", noise, positive=True),
-        "seed": check_int("seed", seed, min_value=0),
+        "num_classes": num_classes,
+        "dim": dim,
+        "n_max": n_max,
+        "imbalance_factor": imbalance_factor,
+        "profile": profile,
+        "test_per_class": test_per_class,
+        "class_sep": class_sep,
+        "noise": noise,
+        "seed": seed,
     }
-    k, d = params["num_classes"], params["dim"]
-    means_rng, train_rng, test_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(params["seed"]).spawn(3))
+    k, d = num_classes, dim
+    means_rng, train_rng, test_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
     means = means_rng.standard_normal((k, d))
-    means *= params["class_sep"] / np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
+    means *= class_sep / np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
 
     def sample(rng: np.random.Generator, labels: np.ndarray) -> torch.Tensor:
         x = rng.standard_normal((labels.shape[0], d), dtype=np.float32)
-        x *= params["noise"]
+        x *= noise
         x += means[labels].astype(np.float32)
         return torch.from_numpy(x)
 
-    counts = long_tailed_counts(params["n_max"], k, params["imbalance_factor"], params["profile"])
+    counts = long_tailed_counts(n_max, k, imbalance_factor, profile)
     y_train = np.repeat(np.arange(k, dtype=np.int64), counts)
-    y_test = np.repeat(np.arange(k, dtype=np.int64), params["test_per_class"])
+    y_test = np.repeat(np.arange(k, dtype=np.int64), test_per_class)
     train = ArrayDataset(sample(train_rng, y_train), torch.from_numpy(y_train))
     test = ArrayDataset(sample(test_rng, y_test), torch.from_numpy(y_test))
     width = len(str(k - 1))

@@ -79,7 +79,7 @@ def _labels(table: Any, path: str, label: str) -> np.ndarray:
 
     column = _column(table, path, label)
     t = column.type
-    values = column.to_numpy(zero_copy_only=False)
+    values: np.ndarray = column.to_numpy(zero_copy_only=False)
     if pa.types.is_integer(t):
         return values.astype(np.int64)
     if pa.types.is_floating(t):

@@ -7,7 +7,7 @@ here the backward is one fused pass, :math:`\partial l / \partial z = s \odot (\
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -77,7 +77,9 @@ def transformed_cross_entropy(
     Returns:
         The per-sample loss, shape (N,).
     """
-    return _TransformedCrossEntropy.apply(logits, target, scale, target_offset, bias)
+    # torch leaves Function.apply untyped; it returns what forward returns, a Tensor.
+    out = _TransformedCrossEntropy.apply(logits, target, scale, target_offset, bias)  # type: ignore[no-untyped-call]
+    return cast(Tensor, out)
 
 
 def shifted_cross_entropy(

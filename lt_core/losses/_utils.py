@@ -236,7 +236,9 @@ class WeightedLoss(nn.Module):
         weight = check_class_weight(class_weight)
         self.register_buffer("class_weight", None if weight is None else weight.to(torch.get_default_dtype()))
 
-    def __call__(self, logits: Tensor, target: Tensor, *args: Any, features: Tensor | None = None, **kwargs: Any):
+    def __call__(
+        self, logits: Tensor, target: Tensor, *args: Any, features: Tensor | None = None, **kwargs: Any
+    ) -> Tensor:
         """Compute the loss in float32 whatever the inputs' precision or the autocast context.
 
         bf16 keeps 8 significant bits and fp16 overflows past 65504: log-softmax, margins, logit adjustments and the
@@ -254,7 +256,7 @@ class WeightedLoss(nn.Module):
                 logits = logits.float()
             if features is not None and features.dtype in (torch.float16, torch.bfloat16):
                 features = features.float()
-            loss = super().__call__(logits, target, *args, features=features, **kwargs)
+            loss: Tensor = super().__call__(logits, target, *args, features=features, **kwargs)
         return loss.to(dtype) if dtype in (torch.float16, torch.bfloat16) else loss
 
     def _check(self, logits: Tensor, target: Tensor, **stats: Tensor | None) -> int:

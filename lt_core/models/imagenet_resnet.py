@@ -11,7 +11,7 @@ Errors (``ValueError``): a checkpoint key that is missing, unexpected or of the 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -50,7 +50,8 @@ class BasicBlock(nn.Module):
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
+        result: Tensor = self.relu(out + identity)
+        return result
 
 
 class Bottleneck(nn.Module):
@@ -85,7 +86,8 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
+        result: Tensor = self.relu(out + identity)
+        return result
 
 
 class ResNet(nn.Module):
@@ -137,16 +139,18 @@ class ResNet(nn.Module):
                 nn.init.constant_(m.weight, 1)
                 nn.init.constant_(m.bias, 0)
 
-    def _make_layer(self, block: type[BasicBlock] | type[Bottleneck], planes: int, blocks: int, stride: int = 1):
+    def _make_layer(
+        self, block: type[BasicBlock] | type[Bottleneck], planes: int, blocks: int, stride: int = 1
+    ) -> nn.Sequential:
         downsample = None
         if stride != 1 or self.inplanes != planes * block.expansion:
             downsample = nn.Sequential(
                 _conv1x1(self.inplanes, planes * block.expansion, stride), nn.BatchNorm2d(planes * block.expansion)
             )
-        extra = {"groups": self.groups, "base_width": self.base_width}
-        layers = [block(self.inplanes, planes, stride, downsample, **extra)]
+        groups, base_width = self.groups, self.base_width
+        layers = [block(self.inplanes, planes, stride, downsample, groups=groups, base_width=base_width)]
         self.inplanes = planes * block.expansion
-        layers += [block(self.inplanes, planes, **extra) for _ in range(1, blocks)]
+        layers += [block(self.inplanes, planes, groups=groups, base_width=base_width) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -170,6 +174,7 @@ def read_state_dict(path: str) -> dict[str, Tensor]:
         ValueError: naming the file when it cannot be read or holds no state dict.
     """
     ext = os.path.splitext(path)[1].lower()
+    state: object  # a .pth holds whatever was pickled: narrowed below
     try:
         if ext == ".safetensors":
             from safetensors.torch import load_file
@@ -235,7 +240,7 @@ _ARCHS = {
 }
 
 
-def _builder(arch: str, description: str):
+def _builder(arch: str, description: str) -> Callable[..., nn.Module]:
     block, layers, extra = _ARCHS[arch]
 
     def build(

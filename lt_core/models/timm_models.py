@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Sequence
+from typing import cast
 
 from torch import Tensor, nn
 
@@ -36,7 +37,7 @@ class TimmClassifier(nn.Module):
         """Attach the head."""
         super().__init__()
         self.backbone = backbone
-        self.feature_dim = int(backbone.num_features)
+        self.feature_dim = int(cast(int, backbone.num_features))  # a plain int attribute on every timm model
         self.fc = classifier(self.feature_dim, num_classes, normalized)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
