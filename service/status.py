@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from enum import Enum
+import sys
 
-try:  # Python 3.11+
+if sys.version_info >= (3, 11):
     from enum import StrEnum
-except ImportError:  # pragma: no cover - Python 3.10
+else:  # pragma: no cover - Python 3.10
+    from enum import Enum
 
-    class StrEnum(str, Enum):  # type: ignore[no-redef]
+    class StrEnum(str, Enum):
         def __str__(self) -> str:
             return str(self.value)
 

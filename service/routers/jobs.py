@@ -12,7 +12,7 @@ import math
 import threading
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from cachetools import LRUCache, cached
 from fastapi import APIRouter, Header, Path, Query, Request, Response
@@ -481,7 +481,7 @@ def job_plot(
         kind, ext = filename, "png"
     if ext not in ("png", "svg"):
         raise NotFound(f"unknown plot format {ext!r}; use .png or .svg")
-    fmt = format or ext
+    fmt: Literal["png", "svg"] = "svg" if (format or ext) == "svg" else "png"
     if kind not in plots.PLOT_KINDS:
         raise NotFound(f"unknown plot kind {kind!r}", {"kinds": list(plots.PLOT_KINDS)})
     stored = store.result_json(job.id) if job.status.terminal else None
@@ -501,7 +501,7 @@ def job_plot(
     key=lambda job_id, kind, fmt, stored: (job_id, kind, fmt, hash(stored)),
     lock=threading.Lock(),
 )
-def _finished_plot(job_id: str, kind: str, fmt: str, stored: str) -> bytes:
+def _finished_plot(job_id: str, kind: str, fmt: Literal["png", "svg"], stored: str) -> bytes:
     """A finished job's figure, rendered once: it cannot change (a late result is another ``stored``, a new key).
 
     Rendering takes ~0.1-0.2 s; a figure is ~50-150 KB, and the 128 most recently used are kept.
