@@ -25,6 +25,7 @@ REPLACEMENTS = {
     "AsyncRetrying": "Retrying",
     "aclose": "close",
     "aclosing": "closing",
+    "AsyncGenerator": "Generator",
     "aconnect_sse": "connect_sse",
     "aiter_sse": "iter_sse",
     "aread": "read",

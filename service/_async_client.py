@@ -8,9 +8,10 @@ file, then run the script. What needs no I/O (errors, models, the retry policy, 
 
 from __future__ import annotations
 
+import builtins
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any
@@ -105,9 +106,9 @@ class AsyncClient(_Base):
         payload = await self._json("GET", f"/jobs/{job_id}")
         return Job.from_payload(payload)
 
-    async def list(self, status: Any = None, *, limit: int | None = None, page_size: int = 200) -> list[Job]:
+    async def list(self, status: Any = None, *, limit: int | None = None, page_size: int = 200) -> builtins.list[Job]:
         """The caller's jobs, newest first (every page; ``limit`` caps the total)."""
-        jobs: list[Job] = []
+        jobs: builtins.list[Job] = []
         params: dict[str, Any] = {"limit": page_size}
         statuses = self._statuses(status)
         if statuses:
@@ -210,7 +211,9 @@ class AsyncClient(_Base):
         await areport(on_progress, job)
         return job
 
-    async def _events(self, job_id: str, last_id: str | None, remaining: float | None) -> AsyncIterator[str | None]:
+    async def _events(
+        self, job_id: str, last_id: str | None, remaining: float | None
+    ) -> AsyncGenerator[str | None, None]:
         """The id of each of the job's events (httpx-sse); ends quietly when the stream goes quiet for too long."""
         headers = {"Last-Event-ID": last_id} if last_id else {}
         timeout = sse_timeout(self.timeout, remaining)
@@ -227,13 +230,13 @@ class AsyncClient(_Base):
                 return  # a quiet stream: the caller re-checks the job and the deadline
 
     # -- catalogs and health ---------------------------------------------------------------------------------------
-    async def losses(self) -> list[dict[str, Any]]:
+    async def losses(self) -> builtins.list[dict[str, Any]]:
         return await self._json("GET", "/losses")
 
-    async def datasets(self) -> list[dict[str, Any]]:
+    async def datasets(self) -> builtins.list[dict[str, Any]]:
         return await self._json("GET", "/datasets")
 
-    async def models(self) -> list[dict[str, Any]]:
+    async def models(self) -> builtins.list[dict[str, Any]]:
         return await self._json("GET", "/models")
 
     async def health(self) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import httpx
 from pydantic import ConfigDict, PrivateAttr, ValidationError
 from tenacity import RetryCallState, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from jobs.results import TrialResult
 from jobs.spec import JobSpec
 from service.schemas import JobRead, JobResults
 from service.status import JobStatus
@@ -54,7 +55,7 @@ class LongtailError(Exception):
 class ValidationFailed(LongtailError):
     """422: the spec (or a query) is invalid; ``details`` lists ``{"loc", "msg"}`` per field."""
 
-    status_code = 422
+    status_code: int | None = 422
 
     @property
     def field_errors(self) -> dict[str, str]:
@@ -203,11 +204,11 @@ class Results(JobResults):
         """The exact JSON payload of ``GET /jobs/{id}/results``."""
         return self._raw or self.model_dump(mode="json")
 
-    def trial(self, trial_id: str | None) -> dict[str, Any] | None:
+    def trial(self, trial_id: str | None) -> TrialResult | None:
         return next((t for t in self.trials if t.get("trial_id") == trial_id), None)
 
     @property
-    def control(self) -> dict[str, Any] | None:
+    def control(self) -> TrialResult | None:
         """The cross-entropy control trial, if the job has one."""
         return self.trial(self.control_trial_id)
 
@@ -229,7 +230,7 @@ class Results(JobResults):
             if posthoc:  # "CE + post-hoc LA": the control's own logit adjustment, tau chosen on validation
                 rows.append(_posthoc_row(posthoc, control, self.metric))
         for b in self.branches:
-            trial = self.trial(b.get("best_trial_id")) or {}
+            trial: TrialResult | dict[str, Any] = self.trial(b.get("best_trial_id")) or {}
             metrics = b.get("best_metrics") or ((trial.get("best") or {}).get("metrics")) or {}
             row = _row(b.get("branch"), trial, self.metric, gain=b.get("gain"), metrics=metrics)
             ci = b.get("gain_ci95")
@@ -260,7 +261,7 @@ SHOT_KEYS = ("many_shot_accuracy", "medium_shot_accuracy", "few_shot_accuracy")
 POSTHOC_LA_BRANCH = "ce+posthoc-la"
 
 
-def _posthoc_row(posthoc: dict[str, Any], control: dict[str, Any], metric: str) -> dict[str, Any]:
+def _posthoc_row(posthoc: dict[str, Any], control: TrialResult | dict[str, Any], metric: str) -> dict[str, Any]:
     """The table row of the control with post-hoc logit adjustment; its gain is over the raw control."""
     metrics = posthoc.get("metrics") or {}
     ci = posthoc.get("gain_ci95")
@@ -288,7 +289,7 @@ def _without_identity(config: dict[str, Any]) -> dict[str, Any]:
 
 def _row(
     branch: Any,
-    trial: dict[str, Any],
+    trial: TrialResult | dict[str, Any],
     metric: str,
     *,
     gain: float | None,

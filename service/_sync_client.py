@@ -9,9 +9,10 @@ file, then run the script. What needs no I/O (errors, models, the retry policy, 
 
 from __future__ import annotations
 
+import builtins
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -106,9 +107,9 @@ class Client(_Base):
         payload = self._json("GET", f"/jobs/{job_id}")
         return Job.from_payload(payload)
 
-    def list(self, status: Any = None, *, limit: int | None = None, page_size: int = 200) -> list[Job]:
+    def list(self, status: Any = None, *, limit: int | None = None, page_size: int = 200) -> builtins.list[Job]:
         """The caller's jobs, newest first (every page; ``limit`` caps the total)."""
-        jobs: list[Job] = []
+        jobs: builtins.list[Job] = []
         params: dict[str, Any] = {"limit": page_size}
         statuses = self._statuses(status)
         if statuses:
@@ -211,7 +212,7 @@ class Client(_Base):
         report(on_progress, job)
         return job
 
-    def _events(self, job_id: str, last_id: str | None, remaining: float | None) -> Iterator[str | None]:
+    def _events(self, job_id: str, last_id: str | None, remaining: float | None) -> Generator[str | None, None]:
         """The id of each of the job's events (httpx-sse); ends quietly when the stream goes quiet for too long."""
         headers = {"Last-Event-ID": last_id} if last_id else {}
         timeout = sse_timeout(self.timeout, remaining)
@@ -228,13 +229,13 @@ class Client(_Base):
                 return  # a quiet stream: the caller re-checks the job and the deadline
 
     # -- catalogs and health ---------------------------------------------------------------------------------------
-    def losses(self) -> list[dict[str, Any]]:
+    def losses(self) -> builtins.list[dict[str, Any]]:
         return self._json("GET", "/losses")
 
-    def datasets(self) -> list[dict[str, Any]]:
+    def datasets(self) -> builtins.list[dict[str, Any]]:
         return self._json("GET", "/datasets")
 
-    def models(self) -> list[dict[str, Any]]:
+    def models(self) -> builtins.list[dict[str, Any]]:
         return self._json("GET", "/models")
 
     def health(self) -> dict[str, Any]:
