@@ -6,7 +6,7 @@ reattaches to the head recorded there if it is alive (the recorded ``ray start``
 recorded private temp dir on its command line, since this boot, and its dashboard sees its GCS), and starts a new one
 otherwise. Every port is a free one and ``--temp-dir`` is private, so it never collides with another Ray on the
 machine, and ``stop_head`` stops this head only: its process group, then every process naming its temp dir (never a
-machine-wide ``ray stop``). Linux only (``/proc``). No Ray import: the ``ray`` CLI runs in a subprocess.
+machine-wide ``ray stop``). Linux only (the boot id in ``/proc``). No Ray import: the ``ray`` CLI runs in a subprocess.
 
 Token auth: the head and every client of it (the Jobs client in the service, the drivers) must agree on
 ``RAY_AUTH_MODE``; the service sets it in its own environment (default ``token``, Ray's own) before starting one.
@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 
 logger = logging.getLogger("service.ray_head")
 
@@ -74,17 +75,17 @@ def boot_id() -> str:
 def pids_with_arg(marker: str) -> list[int]:
     """Processes with ``marker`` in their command line (e.g. a private Ray temp dir)."""
     out = []
-    for entry in Path("/proc").glob("[0-9]*/cmdline"):
-        with contextlib.suppress(OSError, ValueError):
-            if marker.encode() in entry.read_bytes() and int(entry.parent.name) != os.getpid():
-                out.append(int(entry.parent.name))
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = proc.info["cmdline"] or []  # None where access is denied or the process is gone
+        if proc.info["pid"] != os.getpid() and any(marker in arg for arg in cmdline):
+            out.append(int(proc.info["pid"]))
     return out
 
 
 def kill_pids(pids: Sequence[int]) -> None:
     for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            psutil.Process(pid).kill()
 
 
 def free_ports(n: int) -> list[int]:
