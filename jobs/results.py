@@ -481,11 +481,15 @@ def summarize(
     }
 
 
+# What differs between the repeats of one config; "seed" is how a result stored before the path scheme named it.
+_IDENTITY_KEYS = ("train.seed", "config_id", "seed")
+
+
 def _config_only(config: dict[str, Any] | None) -> dict[str, Any] | None:
     """A trial's config without what differs between the repeats of one config (the seed, the config id)."""
     if config is None:
         return None
-    return {k: v for k, v in config.items() if k not in ("seed", "config_id")}
+    return {k: v for k, v in config.items() if k not in _IDENTITY_KEYS}
 
 
 def _mean_metrics(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -526,9 +530,10 @@ def summarize_spec(spec: JobSpec, trials: Sequence[dict[str, Any]]) -> dict[str,
 
 
 def trial_identity(config: dict[str, Any] | None) -> dict[str, Any]:
-    """``config_id`` and ``seed`` of a trial, carried in its config (the store keeps the config as JSON)."""
+    """``config_id`` and ``seed`` (``train.seed``) of a trial, carried in its config (the store keeps the config as
+    JSON; a config stored before the path scheme has its seed as ``seed``)."""
     config = config or {}
-    seed = config.get("seed")
+    seed = config.get("train.seed", config.get("seed"))
     return {"config_id": config.get("config_id"), "seed": int(seed) if isinstance(seed, (int, float)) else None}
 
 

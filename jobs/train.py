@@ -15,16 +15,17 @@ import json
 import math
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 
+from jobs.plan import EvaluationOptions, TrialConfig
 from jobs.results import CHECKPOINT_SCORE, METRICS_JSON, SELECTION_SCORE, VAL_PREFIX, is_better
 from lt_core.datasets import LTData, load_dataset, with_validation
 from lt_core.engine import (
@@ -72,22 +73,21 @@ class TrialContext:
     deterministic: bool = False
 
 
-def fit_config(trial: dict[str, Any]) -> FitConfig:
-    """The engine's config for a planned trial (see ``jobs.tune.plan_trials``)."""
-    rw = trial.get("reweighting") or {}
-    model_params = dict(trial.get("model_params", {}))
-    if trial.get("normalized") is not None:
-        model_params["normalized"] = trial["normalized"]
+def fit_config(trial: TrialConfig) -> FitConfig:
+    """The engine's config for a planned trial (see ``jobs.plan``)."""
+    model_params = dict(trial.model_params)
+    if trial.normalized is not None:
+        model_params["normalized"] = trial.normalized
     return FitConfig(
-        model=trial["model"],
+        model=trial.model,
         model_params=model_params,
-        loss=trial["loss"],
-        loss_params=dict(trial.get("loss_params", {})),
-        loss_start_epoch=int(trial.get("loss_start_epoch", 0)),
-        reweighting=rw.get("scheme", "none"),
-        reweighting_beta=rw.get("beta", 0.9999),
-        reweighting_start_epoch=rw.get("start_epoch"),
-        **trial["train"],
+        loss=trial.loss,
+        loss_params=dict(trial.loss_params),
+        loss_start_epoch=trial.loss_start_epoch,
+        reweighting=trial.reweighting.scheme,
+        reweighting_beta=trial.reweighting.beta,
+        reweighting_start_epoch=trial.reweighting.start_epoch,
+        **trial.train.model_dump(),
     )
 
 
@@ -98,7 +98,7 @@ _DATASET_CACHE_SIZE = 2
 
 def _dataset_key(dataset: dict[str, Any]) -> str:
     """The cache key of a dataset spec: its parameters, plus size and mtime of every file it names."""
-    files = {}
+    files: dict[str, tuple[int, int] | None] = {}
     for value in dataset.values():
         if isinstance(value, str) and ("/" in value or "\\" in value):
             try:
@@ -134,24 +134,25 @@ def cached_dataset(dataset: dict[str, Any], key: str | None = None) -> LTData:
     )
 
 
-def trial_data(dataset: dict[str, Any], evaluation: dict[str, Any] | None = None) -> LTData:
+def trial_data(dataset: dict[str, Any], evaluation: EvaluationOptions | None = None) -> LTData:
     """The trial's data: the cached dataset, with its validation split when the trial selects on validation.
 
-    ``evaluation`` (a planned trial's, see ``jobs.tune``): ``split`` (selection on validation), ``val_fraction`` and
+    ``evaluation`` (a planned trial's, see ``jobs.plan``): ``split`` (selection on validation), ``val_fraction`` and
     ``seed`` (the dataset's, so every trial of a job, every repeat included, gets the same split). A dataset with its
     own validation split keeps it either way. A split shares the cached data's tensors (it copies only the test rows).
     """
     key = _dataset_key(dataset)
     data = cached_dataset(dataset, key)
-    evaluation = evaluation or {}
-    if not (evaluation.get("split") or data.val is not None):
+    evaluation = evaluation or EvaluationOptions()
+    if not (evaluation.split or data.val is not None):
         return data
-    fraction, seed = evaluation.get("val_fraction"), evaluation.get("seed")
-    return _cached(
-        _SPLITS,
-        "split:" + json.dumps([key, fraction, seed]),
-        lambda: with_validation(data, float(fraction if fraction is not None else 0.5), int(seed or 0)),
-    )
+    fraction, seed = evaluation.val_fraction, evaluation.seed
+    return _cached(_SPLITS, "split:" + json.dumps([key, fraction, seed]), lambda: with_validation(data, fraction, seed))
+
+
+def split_size(split: Dataset) -> int:
+    """The number of items of a split: every ``LTData`` split is sized (torch's ``Dataset`` type does not say so)."""
+    return len(cast(Sized, split))
 
 
 def global_class_counts(data: LTData, rank: int, world_size: int, device: torch.device | str = "cpu") -> Tensor:
@@ -174,12 +175,13 @@ def train_shard(data: LTData, rank: int, world_size: int, seed: int) -> tuple[An
     each epoch and padded to the longest shard's length (equal steps on every rank), so a rank only ever opens the
     files of its shard (and each node's page cache holds only those).
     """
+    size = split_size(data.train)
     if not is_lazy(data.train) or world_size == 1:
-        return data.train, EpochShardSampler(len(data.train), rank=rank, world_size=world_size, seed=seed)
-    shard = Subset(data.train, shard_indices(len(data.train), rank, world_size))
+        return data.train, EpochShardSampler(size, rank=rank, world_size=world_size, seed=seed)
+    shard = Subset(data.train, shard_indices(size, rank, world_size))
     if len(shard) == 0:
-        raise ValueError(f"{len(data.train)} training samples cannot be sharded across {world_size} workers")
-    longest = -(-len(data.train) // world_size)
+        raise ValueError(f"{size} training samples cannot be sharded across {world_size} workers")
+    longest = -(-size // world_size)
     return shard, EpochShardSampler(len(shard), seed=seed * 1_000_003 + rank, num_samples=longest)
 
 
@@ -201,13 +203,13 @@ def _all_reduce(tensors: list[Tensor], world_size: int, device: torch.device | s
             t.copy_(on_device)
 
 
-def run_trial(trial: dict[str, Any], dataset: dict[str, Any], ctx: TrialContext | None = None) -> list[dict]:
+def run_trial(trial: TrialConfig, dataset: dict[str, Any], ctx: TrialContext | None = None) -> list[dict]:
     """Train one planned trial on ``dataset`` (``{"name": ..., **params}``); returns the history (all ranks)."""
     ctx = ctx or TrialContext()
     cfg = fit_config(trial)
     seed_everything(cfg.seed)
     configure_device(ctx.device, deterministic=ctx.deterministic)  # TF32 + cudnn.benchmark on CUDA
-    evaluation = trial.get("evaluation") or {}
+    evaluation = trial.evaluation
     data = trial_data(dataset, evaluation)
     if LOSSES[cfg.loss].needs_class_counts or cfg.reweighting != "none":
         data.require_all_classes()
@@ -234,13 +236,13 @@ def run_trial(trial: dict[str, Any], dataset: dict[str, Any], ctx: TrialContext 
     train_loader = DataLoader(
         train_set, batch_size=cfg.batch_size, sampler=sampler, **loader_options(train_set, ctx.device, **workers)
     )
-    test_shard = Subset(data.test, shard_indices(len(data.test), ctx.rank, ctx.world_size))
+    test_shard = Subset(data.test, shard_indices(split_size(data.test), ctx.rank, ctx.world_size))
     test_loader = DataLoader(
         test_shard, batch_size=eval_batch_size(test_shard, cfg), **loader_options(test_shard, ctx.device, **workers)
     )
     val_loader = None
     if data.val is not None:
-        val_shard = Subset(data.val, shard_indices(len(data.val), ctx.rank, ctx.world_size))
+        val_shard = Subset(data.val, shard_indices(split_size(data.val), ctx.rank, ctx.world_size))
         val_loader = DataLoader(
             val_shard, batch_size=eval_batch_size(val_shard, cfg), **loader_options(val_shard, ctx.device, **workers)
         )
@@ -249,7 +251,7 @@ def run_trial(trial: dict[str, Any], dataset: dict[str, Any], ctx: TrialContext 
     policy = CheckpointPolicy(ctx, history)
     score = SelectionScore(evaluation, history)
     # the post-hoc variant is chosen on validation by the job's metric (without its val_ prefix)
-    posthoc_metric = str(evaluation.get("metric") or "balanced_accuracy").removeprefix(VAL_PREFIX)
+    posthoc_metric = (evaluation.metric or "balanced_accuracy").removeprefix(VAL_PREFIX)
 
     for epoch in range(start, cfg.epochs):
         metrics = run_epoch(
@@ -267,12 +269,12 @@ def run_trial(trial: dict[str, Any], dataset: dict[str, Any], ctx: TrialContext 
             val_loader=val_loader,
             scaler=scaler,
             posthoc_metric=posthoc_metric,
-            posthoc_mode=evaluation.get("mode", "max"),
+            posthoc_mode=evaluation.mode,
         )
         history.append(scalar_metrics(metrics))
         report = report_payload(metrics) | {
             SELECTION_SCORE: score.update(metrics),
-            CHECKPOINT_SCORE: checkpoint_score(metrics, evaluation.get("metric"), evaluation.get("mode", "max")),
+            CHECKPOINT_SCORE: checkpoint_score(metrics, evaluation.metric, evaluation.mode),
         }
         if ctx.report is None:
             continue
@@ -311,10 +313,10 @@ class SelectionScore:
     NaN. A resumed trial starts from the checkpoint's history.
     """
 
-    def __init__(self, evaluation: dict[str, Any], history: list[dict[str, Any]]) -> None:
-        self.metric = evaluation.get("metric")
-        self.mode = evaluation.get("mode", "max")
-        self.last = evaluation.get("epoch") == "last"
+    def __init__(self, evaluation: EvaluationOptions, history: list[dict[str, Any]]) -> None:
+        self.metric = evaluation.metric
+        self.mode = evaluation.mode
+        self.last = evaluation.epoch == "last"
         self.best: float | None = None
         for h in history:
             self.update(h)
@@ -391,9 +393,11 @@ def trial_in_process(config: dict[str, Any]) -> None:
     device = torch.device("cuda", 0) if gpu_ids and torch.cuda.is_available() else torch.device("cpu")
     report = _reporter(ray.tune)  # [ray 4]
 
+    trial = TrialConfig.model_validate(config["trial"])  # the trial as the driver sent it (its JSON): checked here
+
     def run(resume_dir: str | None) -> None:
         ctx = TrialContext(device=device, report=report, resume_dir=resume_dir, **checkpoint_options(config))
-        run_trial(config["trial"], config["dataset"], ctx)
+        run_trial(trial, config["dataset"], ctx)
 
     _resume(ray.tune.get_checkpoint(), run)  # [ray 3] a checkpoint when Tune retries the trial
 
@@ -406,6 +410,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     context = ray.train.get_context()
     _torch_threads(config)
     report = _reporter(ray.train)  # [ray 4]
+    trial = TrialConfig.model_validate(config["trial"])  # the trial as the driver sent it (its JSON): checked here
 
     def run(resume_dir: str | None) -> None:
         ctx = TrialContext(
@@ -417,7 +422,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             prepare_model=ray.train.torch.prepare_model,  # [ray 6]
             **checkpoint_options(config),
         )
-        run_trial(config["trial"], config["dataset"], ctx)
+        run_trial(trial, config["dataset"], ctx)
 
     _resume(ray.train.get_checkpoint(), run)  # [ray 3] a checkpoint after a worker failure
 

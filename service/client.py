@@ -227,7 +227,7 @@ class Job(JobRead):
     @property
     def job_spec(self) -> JobSpec:
         """The spec as the service stored it, as a ``JobSpec``."""
-        return JobSpec.model_validate(self.spec, context={"max_trials": 10**9, "max_epochs": 10**9})
+        return JobSpec.model_validate(self.spec)
 
 
 class Results(JobResults):
@@ -325,7 +325,7 @@ def _posthoc_row(posthoc: dict[str, Any], control: dict[str, Any], metric: str) 
 
 
 def _without_identity(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config.items() if k not in ("seed", "config_id")}
+    return {k: v for k, v in config.items() if k not in ("train.seed", "seed", "config_id")}
 
 
 def _row(
