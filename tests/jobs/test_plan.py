@@ -395,6 +395,36 @@ def test_asha_with_repeats_stops_seeds_individually_and_never_the_control():
     assert report("control/0#1", 0.1) == TrialScheduler.CONTINUE  # the control is never stopped
 
 
+def test_a_branchs_best_metrics_average_the_metrics_only_and_list_each_seeds_epoch():
+    s = spec(losses=[{"name": "focal"}], tune={"repeats": 2, "control": False})
+    c = ResultCollector(s)
+    # seed 0 selects epoch 2, seed 1 epoch 3 (best validation); their epochs must not be averaged into "2.5"
+    for seed, epochs in ((0, [(0.5, 0.50), (0.8, 0.60), (0.7, 0.90)]), (1, [(0.5, 0.50), (0.6, 0.55), (0.9, 0.70)])):
+        c.apply(
+            {
+                "type": "trial_started",
+                "trial_id": f"f{seed}",
+                "branch": "focal",
+                "branch_index": 0,
+                "is_control": False,
+                "config": {"config_id": "focal/0", "train.seed": seed},
+            }
+        )
+        for e, (val, test) in enumerate(epochs, 1):
+            metrics = _val_metrics(e, val, test) | {"lr": 0.1 / e, "epoch_time_s": 2.0 * e, "posthoc_tau": 1.0 * e}
+            metrics |= {"train_loss": 1.0 / e, "posthoc_balanced_accuracy": test + 0.01}
+            c.apply({"type": "epoch", "trial_id": f"f{seed}", "epoch": e, "metrics": metrics})
+        c.apply({"type": "trial_finished", "trial_id": f"f{seed}", "status": "succeeded"})
+    (row,) = c.result()["branches"]
+    assert row["seed_epochs"] == [2, 3] and row["n_seeds"] == 2
+    m = row["best_metrics"]
+    assert not {"epoch", "lr", "epoch_time_s", "posthoc_tau"} & set(m)
+    assert m["balanced_accuracy"] == pytest.approx((0.60 + 0.70) / 2) == row["test_mean"]
+    assert m["val_balanced_accuracy"] == pytest.approx((0.8 + 0.9) / 2)
+    assert m["train_loss"] == pytest.approx((1 / 2 + 1 / 3) / 2)
+    assert m["posthoc_balanced_accuracy"] == pytest.approx((0.61 + 0.71) / 2)
+
+
 def test_a_config_stored_before_the_path_scheme_still_gives_the_trials_seed():
     from jobs.results import trial_identity
 
