@@ -340,7 +340,8 @@ def _posthoc_row(
 
     method, tau = block_of(top).get("method"), block_of(top).get("tau")
     vs_raw = [_gain(v, t["best"]["value"], mode) for t, v in values]
-    pairs = [(v, control_by_seed[t.get("seed")]) for t, v in values if t.get("seed") in (control_by_seed or {})]
+    by_seed = control_by_seed or {}
+    pairs = [(v, by_seed[t.get("seed")]) for t, v in values if t.get("seed") in by_seed]
     vs_control = [_gain(v, c["best"]["value"], mode) for v, c in pairs]
     return {
         "method": method,
