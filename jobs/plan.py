@@ -25,7 +25,6 @@ from jobs.spec import JobSpec, Reweighting, Scalar, is_domain
 
 TRAIN_SEARCHABLE = ("batch_size", "optimizer", "lr", "momentum", "weight_decay")
 TRIAL_INDEX = "__trial_index__"  # ray.tune.search.repeater.TRIAL_INDEX (a Repeater's repeat index in the config)
-PARAM_SECTIONS = ("loss", "branch", "train", "model")  # the prefixes of a parameter path
 CONFIG_ID = "config_id"  # the one key of a trial's config that is not a parameter path
 
 
@@ -141,9 +140,7 @@ Sections = dict[str, dict[str, Any]]
 
 def _sections(spec: JobSpec, index: int | None) -> Sections:
     """The searchable values (values or domains) of one branch (None = the control), by path section."""
-    model = spec.model.model_dump()
-    model.pop("name")
-    model = {k: getattr(spec.model, k) for k in model}  # the domains themselves, not their JSON
+    model = {k: getattr(spec.model, k) for k in type(spec.model).model_fields if k != "name"}
     train = {k: getattr(spec.train, k) for k in TRAIN_SEARCHABLE}
     if index is None:
         return {"loss": {}, "branch": {}, "train": train, "model": model}
