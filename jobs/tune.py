@@ -121,7 +121,9 @@ def _trial_driver(config: dict[str, Any], job: dict[str, Any]) -> None:
             storage_path=job["storage_path"],
             callbacks=[TuneReportCallback()],  # type: ignore[list-item]  # Ray's static types are Train V1's
             # controller_failure_limit: Train V2's (the default in Ray 2.60); the static types are V1's
-            failure_config=ray.train.FailureConfig(max_failures=scaling["max_failures"], controller_failure_limit=2),  # type: ignore[call-arg]
+            failure_config=ray.train.FailureConfig(  # type: ignore[call-arg]
+                max_failures=scaling["max_failures"], controller_failure_limit=2
+            ),
             checkpoint_config=ray.train.CheckpointConfig(**_keep_checkpoints(job)),
         ),
     )
