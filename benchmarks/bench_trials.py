@@ -55,7 +55,7 @@ def p90(values: list[float]) -> float:
     return sorted(values)[max(0, int(round(0.9 * len(values))) - 1)] if values else float("nan")
 
 
-def plain_wall(spec: Any, trials: list[dict[str, Any]]) -> float:
+def plain_wall(spec: Any, trials: list[Any]) -> float:
     """The same trainings as plain ``fit`` calls, back to back, with the data already loaded."""
     import torch
 
@@ -63,7 +63,7 @@ def plain_wall(spec: Any, trials: list[dict[str, Any]]) -> float:
     from lt_core.engine import fit
 
     # the trial's data: with the validation split the job evaluates each epoch too
-    data = trial_data(spec.dataset.model_dump(), trials[0].get("evaluation"))
+    data = trial_data(spec.dataset.model_dump(), trials[0].evaluation)
     torch.set_num_threads(1)  # a trial gets one CPU (cpus_per_worker < 2 -> one thread)
     t0 = time.perf_counter()
     for trial in trials:
@@ -167,16 +167,16 @@ t = [("python start", time.perf_counter())]
 import torch
 t.append(("import torch", time.perf_counter()))
 import jobs.train as jt
-from jobs.tune import plan_trials
+from jobs.plan import plan_trials
 from jobs.spec import JobSpec
-t.append(("import jobs.train, jobs.tune", time.perf_counter()))
+t.append(("import jobs.train, jobs.plan", time.perf_counter()))
 spec = JobSpec.model_validate(json.loads(sys.argv[1]))
 trial = plan_trials(spec)[0]
 data = jt.cached_dataset(spec.dataset.model_dump())
 t.append(("load the dataset", time.perf_counter()))
 from lt_core.engine import build_optimizer, save_checkpoint
 from lt_core.models import create_model
-model = create_model(trial["model"], data.num_classes, data.input_shape, **trial["model_params"])
+model = create_model(trial.model, data.num_classes, data.input_shape, **trial.model_params)
 build_optimizer(model, jt.fit_config(trial))
 t.append(("model + first optimizer (imports torch._dynamo)", time.perf_counter()))
 reports = []

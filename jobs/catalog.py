@@ -126,7 +126,7 @@ def datasets_catalog() -> list[dict[str, Any]]:
                 "name": name,
                 "description": info.description or inspect.getdoc(model) or "",
                 "path_params": list(info.path_params),
-                "path_kinds": dict(model.PATH_FIELDS),
+                "path_kinds": dict(getattr(model, "PATH_FIELDS", {})),
                 "parameters": model_params(model),
             }
         )

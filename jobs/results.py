@@ -172,7 +172,14 @@ class BranchResult(_Model):
     best_epoch: int | None = None
     best_config: dict[str, Any] | None = None
     control_value: float | None = Field(None, description="The control's test mean over the paired seeds.")
-    best_metrics: dict[str, Any] | None = Field(None, description="Scalar test metrics, mean over the config's seeds.")
+    best_metrics: dict[str, Any] | None = Field(
+        None,
+        description="The metrics at the selected epoch (test, val_*, post-hoc, train_loss), mean over the config's "
+        "seeds; epochs, learning rates and times are not averaged (see seed_epochs).",
+    )
+    seed_epochs: list[int] = Field(
+        default_factory=list, description="The selected epoch of each of the config's seeds, in seed order."
+    )
     posthoc: dict[str, Any] | None = Field(
         None,
         description="The config's post-hoc variant (the top seed's method and tau): test mean of the metric over its "
@@ -333,7 +340,8 @@ def _posthoc_row(
 
     method, tau = block_of(top).get("method"), block_of(top).get("tau")
     vs_raw = [_gain(v, t["best"]["value"], mode) for t, v in values]
-    pairs = [(v, control_by_seed[t.get("seed")]) for t, v in values if t.get("seed") in (control_by_seed or {})]
+    by_seed = control_by_seed or {}
+    pairs = [(v, by_seed[t.get("seed")]) for t, v in values if t.get("seed") in by_seed]
     vs_control = [_gain(v, c["best"]["value"], mode) for v, c in pairs]
     return {
         "method": method,
@@ -462,9 +470,10 @@ def summarize(
                 "best_epoch": top["best"]["epoch"] if top else None,
                 "best_config": top.get("config") if top else None,
                 "control_value": _mean([c["best"]["value"] for _, c in pairs]) if pairs else None,
-                "best_metrics": _mean_metrics([scalars(t["best"].get("metrics") or {}) for t in seeds])
+                "best_metrics": _mean_metrics([_metrics_only(t["best"].get("metrics") or {}) for t in seeds])
                 if top
                 else None,
+                "seed_epochs": [int(t["best"]["epoch"]) for t in seeds if t["best"].get("epoch") is not None],
                 "posthoc": _posthoc_row(seeds, top, metric, mode, control_by_seed),
             }
         )
@@ -481,11 +490,30 @@ def summarize(
     }
 
 
+# What differs between the repeats of one config; "seed" is how a result stored before the path scheme named it.
+_IDENTITY_KEYS = ("train.seed", "config_id", "seed")
+
+
 def _config_only(config: dict[str, Any] | None) -> dict[str, Any] | None:
     """A trial's config without what differs between the repeats of one config (the seed, the config id)."""
     if config is None:
         return None
-    return {k: v for k, v in config.items() if k not in ("seed", "config_id")}
+    return {k: v for k, v in config.items() if k not in _IDENTITY_KEYS}
+
+
+_METRIC_PREFIXES = (VAL_PREFIX, POSTHOC_LA, POSTHOC)  # stripped in this order: val_posthoc_la_nll -> nll
+
+
+def is_metric(key: str) -> bool:
+    """Whether an epoch's metrics entry is a metric (worth a mean over seeds): a named metric, on the test or the
+    validation split, raw or post-hoc, or the training loss. Not: the epoch, the learning rate, times, a chosen tau."""
+    for prefix in _METRIC_PREFIXES:
+        key = key.removeprefix(prefix)
+    return key in METRICS or key == "train_loss"
+
+
+def _metrics_only(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in scalars(metrics).items() if is_metric(k)}
 
 
 def _mean_metrics(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -526,9 +554,10 @@ def summarize_spec(spec: JobSpec, trials: Sequence[dict[str, Any]]) -> dict[str,
 
 
 def trial_identity(config: dict[str, Any] | None) -> dict[str, Any]:
-    """``config_id`` and ``seed`` of a trial, carried in its config (the store keeps the config as JSON)."""
+    """``config_id`` and ``seed`` (``train.seed``) of a trial, carried in its config (the store keeps the config as
+    JSON; a config stored before the path scheme has its seed as ``seed``)."""
     config = config or {}
-    seed = config.get("seed")
+    seed = config.get("train.seed", config.get("seed"))
     return {"config_id": config.get("config_id"), "seed": int(seed) if isinstance(seed, (int, float)) else None}
 
 

@@ -10,16 +10,17 @@ Search domains (usable for any numeric or categorical field marked searchable)::
     {"choice": [...]}   {"grid": [...]}   {"uniform": [lo, hi]}   {"loguniform": [lo, hi]}
     {"randint": [lo, hi]}  (hi exclusive)   {"quniform": [lo, hi, q]}
 
-Limits a deployment imposes (trials per job, epochs) come through the validation context::
+A valid spec is valid anywhere (stored, resumed, read back by a client). The limits a deployment imposes on a job
+(trials, epochs, workers per trial) are one separate check, made by the service when a job is submitted::
 
-    JobSpec.model_validate(data, context={"max_trials": 64, "max_epochs": 200})
+    Limits(max_trials=64, max_epochs=200).check(spec)  # raises LimitExceeded naming the field
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from typing import Annotated, Any, ClassVar, Literal, Union
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final, Literal, TypeAlias
 
 from pydantic import (
     AfterValidator,
@@ -27,6 +28,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    GetCoreSchemaHandler,
     GetJsonSchemaHandler,
     Tag,
     ValidationInfo,
@@ -34,10 +36,12 @@ from pydantic import (
     model_validator,
 )
 from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, core_schema
 
-API_VERSION = "v1"
-DEFAULT_MAX_TRIALS = 256
-DEFAULT_MAX_EPOCHS = 1000
+if TYPE_CHECKING:
+    import numpy as np  # the light client install has no NumPy: domains take a Generator, never import one
+
+API_VERSION: Final = "v1"
 
 METRICS = (
     "accuracy",
@@ -69,16 +73,79 @@ MAX_EPOCHS = 1_000_000  # a bound for every epoch count (the service's max_epoch
 Scalar = bool | int | float | str
 
 
-class Choice(_Strict):
+class SearchDomain(_Strict):
+    """A search domain. It knows how to sample itself, its centre and its Optuna suggestion (no ``isinstance``
+    ladders elsewhere); ``extremes()`` are the values a field's bounds are checked on."""
+
+    KEY: ClassVar[str]
+    CONTINUOUS: ClassVar[bool] = False  # float-valued: no integer field takes it
+    CATEGORICAL: ClassVar[bool] = False  # a finite list of values: the only kind a categorical field takes
+    GRID_AXIS: ClassVar[bool] = False  # expanded into one config per value, whatever the search
+
+    def sample(self, rng: np.random.Generator) -> Any:
+        """One value drawn with ``rng`` (the same semantics as Ray Tune's domains)."""
+        raise NotImplementedError
+
+    def center(self) -> Any:
+        """A deterministic representative (the control trial's value of a shared train domain)."""
+        raise NotImplementedError
+
+    def suggest(self, trial: Any, name: str) -> Any:
+        """The value an Optuna trial suggests for this domain under ``name``."""
+        raise NotImplementedError
+
+    def extremes(self) -> list[Any]:
+        """The listed values, or the lowest and highest value the domain takes (field bounds are checked on them)."""
+        raise NotImplementedError
+
+    def values(self) -> list[Any]:
+        """Every value of a finite domain (choice, grid)."""
+        raise TypeError(f"{self.KEY} is not a finite domain: it has no list of values")
+
+    def axis(self, grid_search: bool) -> list[Any] | None:
+        """The values this domain expands into when it is a grid axis (grid; choice with ``grid_search``), else None."""
+        return self.values() if self.GRID_AXIS or (grid_search and self.CATEGORICAL) else None
+
+
+class _Listed(SearchDomain):
+    CATEGORICAL: ClassVar[bool] = True
+
+    def values(self) -> list[Any]:
+        raise NotImplementedError
+
+    def sample(self, rng: np.random.Generator) -> Any:
+        values = self.values()
+        return values[int(rng.integers(len(values)))]
+
+    def center(self) -> Any:
+        return self.values()[0]
+
+    def suggest(self, trial: Any, name: str) -> Any:
+        return trial.suggest_categorical(name, self.values())
+
+    def extremes(self) -> list[Any]:
+        return self.values()
+
+
+class Choice(_Listed):
     """Sample one of the values uniformly."""
 
+    KEY: ClassVar[str] = "choice"
     choice: list[Scalar] = Field(min_length=1)
 
+    def values(self) -> list[Any]:
+        return list(self.choice)
 
-class Grid(_Strict):
+
+class Grid(_Listed):
     """Try every value (a grid axis); multiplies the number of trials."""
 
+    KEY: ClassVar[str] = "grid"
+    GRID_AXIS: ClassVar[bool] = True
     grid: list[Scalar] = Field(min_length=1)
+
+    def values(self) -> list[Any]:
+        return list(self.grid)
 
 
 def _check_bounds(lo: float, hi: float) -> None:
@@ -88,9 +155,11 @@ def _check_bounds(lo: float, hi: float) -> None:
         raise ValueError(f"lower bound must be < upper bound, got [{lo}, {hi}]")
 
 
-class Uniform(_Strict):
+class Uniform(SearchDomain):
     """Uniform float in [lo, hi]."""
 
+    KEY: ClassVar[str] = "uniform"
+    CONTINUOUS: ClassVar[bool] = True
     uniform: tuple[float, float]
 
     @field_validator("uniform")
@@ -99,10 +168,24 @@ class Uniform(_Strict):
         _check_bounds(*v)
         return v
 
+    def sample(self, rng: np.random.Generator) -> float:
+        return float(rng.uniform(*self.uniform))
 
-class LogUniform(_Strict):
+    def center(self) -> float:
+        return float(sum(self.uniform) / 2)
+
+    def suggest(self, trial: Any, name: str) -> float:
+        return trial.suggest_float(name, *self.uniform)
+
+    def extremes(self) -> list[Any]:
+        return list(self.uniform)
+
+
+class LogUniform(SearchDomain):
     """Log-uniform float in [lo, hi], lo > 0."""
 
+    KEY: ClassVar[str] = "loguniform"
+    CONTINUOUS: ClassVar[bool] = True
     loguniform: tuple[float, float]
 
     @field_validator("loguniform")
@@ -113,10 +196,24 @@ class LogUniform(_Strict):
         _check_bounds(*v)
         return v
 
+    def sample(self, rng: np.random.Generator) -> float:
+        lo, hi = self.loguniform
+        return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
 
-class RandInt(_Strict):
+    def center(self) -> float:
+        return float(math.sqrt(self.loguniform[0] * self.loguniform[1]))
+
+    def suggest(self, trial: Any, name: str) -> float:
+        return trial.suggest_float(name, *self.loguniform, log=True)
+
+    def extremes(self) -> list[Any]:
+        return list(self.loguniform)
+
+
+class RandInt(SearchDomain):
     """Uniform integer in [lo, hi) (hi exclusive, as in Ray Tune)."""
 
+    KEY: ClassVar[str] = "randint"
     randint: tuple[int, int]
 
     @field_validator("randint")
@@ -125,10 +222,23 @@ class RandInt(_Strict):
         _check_bounds(*v)
         return v
 
+    def sample(self, rng: np.random.Generator) -> int:
+        return int(rng.integers(*self.randint))
 
-class QUniform(_Strict):
+    def center(self) -> int:
+        return int((self.randint[0] + self.randint[1] - 1) // 2)
+
+    def suggest(self, trial: Any, name: str) -> int:
+        return trial.suggest_int(name, self.randint[0], self.randint[1] - 1)
+
+    def extremes(self) -> list[Any]:
+        return [self.randint[0], self.randint[1] - 1]
+
+
+class QUniform(SearchDomain):
     """Uniform in [lo, hi], rounded to a multiple of q."""
 
+    KEY: ClassVar[str] = "quniform"
     quniform: tuple[float, float, float]
 
     @field_validator("quniform")
@@ -139,16 +249,38 @@ class QUniform(_Strict):
             raise ValueError(f"quniform needs q > 0, got {v[2]}")
         return v
 
+    @property
+    def _integral(self) -> bool:
+        lo, _, q = self.quniform
+        return float(q).is_integer() and float(lo).is_integer()
 
-DOMAIN_KEYS = ("choice", "grid", "uniform", "loguniform", "randint", "quniform")
-_DOMAIN_MODELS = {
-    "choice": Choice,
-    "grid": Grid,
-    "uniform": Uniform,
-    "loguniform": LogUniform,
-    "randint": RandInt,
-    "quniform": QUniform,
+    def _rounded(self, value: float) -> int | float:
+        q = self.quniform[2]
+        value = round(value / q) * q
+        return int(value) if self._integral else float(value)
+
+    def sample(self, rng: np.random.Generator) -> int | float:
+        lo, hi, _ = self.quniform
+        return self._rounded(rng.uniform(lo, hi))
+
+    def center(self) -> int | float:
+        lo, hi, _ = self.quniform
+        return self._rounded((lo + hi) / 2)
+
+    def suggest(self, trial: Any, name: str) -> int | float:
+        lo, hi, q = self.quniform
+        if self._integral:
+            return trial.suggest_int(name, int(lo), int(hi), step=int(q))
+        return trial.suggest_float(name, lo, hi, step=q)
+
+    def extremes(self) -> list[Any]:
+        return [self.quniform[0], self.quniform[1]]
+
+
+_DOMAIN_MODELS: dict[str, type[SearchDomain]] = {
+    m.KEY: m for m in (Choice, Grid, Uniform, LogUniform, RandInt, QUniform)
 }
+DOMAIN_KEYS = tuple(_DOMAIN_MODELS)
 _DOMAIN_HELP = "expected a value or one search domain: " + ", ".join(f"{{{k!r}: ...}}" for k in DOMAIN_KEYS)
 
 
@@ -157,19 +289,25 @@ def _domain_tag(value: Any) -> str | None:
         if len(value) == 1 and next(iter(value)) in DOMAIN_KEYS:
             return next(iter(value))
         return None
-    for key, model in _DOMAIN_MODELS.items():
-        if isinstance(value, model):
-            return key
-    return "value"
+    return value.KEY if isinstance(value, SearchDomain) else "value"
 
 
-def _tagged(value_type: Any) -> Any:
-    """``value_type`` or a search domain, told apart by shape so errors name just the one that was meant."""
-    members = [Annotated[value_type, Tag("value")]] + [Annotated[m, Tag(k)] for k, m in _DOMAIN_MODELS.items()]
-    return Annotated[
-        Union[tuple(members)],  # noqa: UP007 - built at run time
-        Discriminator(_domain_tag, custom_error_type="invalid_domain", custom_error_message=_DOMAIN_HELP),
-    ]
+_DOMAIN_DISCRIMINATOR = Discriminator(
+    _domain_tag, custom_error_type="invalid_domain", custom_error_message=_DOMAIN_HELP
+)
+_TaggedDomain: TypeAlias = (
+    Annotated[Choice, Tag("choice")]
+    | Annotated[Grid, Tag("grid")]
+    | Annotated[Uniform, Tag("uniform")]
+    | Annotated[LogUniform, Tag("loguniform")]
+    | Annotated[RandInt, Tag("randint")]
+    | Annotated[QUniform, Tag("quniform")]
+)
+# A value or a search domain, told apart by shape so errors name just the one that was meant. A field's bounds apply
+# to every value it can take: ``Annotated[FloatOrDomain, Bounds(ge=0)]``.
+FloatOrDomain: TypeAlias = Annotated[Annotated[float, Tag("value")] | _TaggedDomain, _DOMAIN_DISCRIMINATOR]
+IntOrDomain: TypeAlias = Annotated[Annotated[int, Tag("value")] | _TaggedDomain, _DOMAIN_DISCRIMINATOR]
+StrOrDomain: TypeAlias = Annotated[Annotated[str, Tag("value")] | _TaggedDomain, _DOMAIN_DISCRIMINATOR]
 
 
 Domain = Choice | Grid | Uniform | LogUniform | RandInt | QUniform
@@ -177,59 +315,50 @@ Domain = Choice | Grid | Uniform | LogUniform | RandInt | QUniform
 
 def is_domain(value: Any) -> bool:
     """True for a search domain (a parsed model or its JSON form)."""
-    if isinstance(value, (Choice, Grid, Uniform, LogUniform, RandInt, QUniform)):
+    if isinstance(value, SearchDomain):
         return True
     return isinstance(value, dict) and len(value) == 1 and next(iter(value)) in DOMAIN_KEYS
 
 
-def domain_values(domain: Domain) -> list[Any]:
-    """The extreme or listed values of a domain, used to check a field's constraints on all of them."""
-    if isinstance(domain, Choice):
-        return list(domain.choice)
-    if isinstance(domain, Grid):
-        return list(domain.grid)
-    if isinstance(domain, Uniform):
-        return list(domain.uniform)
-    if isinstance(domain, LogUniform):
-        return list(domain.loguniform)
-    if isinstance(domain, RandInt):
-        return [domain.randint[0], domain.randint[1] - 1]
-    return [domain.quniform[0], domain.quniform[1]]
+class Checked:
+    """A searchable field's check (on its value, or on every value its domain can take) and the JSON-schema keywords
+    of its plain value (bounds or choices), which clients and the catalogs (``jobs.catalog``) read.
 
-
-class _ValueSchema:
-    """JSON-schema keywords of a searchable field's plain value: its bounds or choices, for clients and catalogs.
-
-    Only the schema shows them; the field's validator checks them, on the value and on every value of a domain.
+    The keywords go on the value alternative only: a domain (``{"uniform": [lo, hi]}``) is not a number itself.
     """
 
-    def __init__(self, **keywords: Any) -> None:
-        self.keywords = keywords
+    def __init__(self, check: Callable[[Any], Any], **keywords: Any) -> None:
+        self.check, self.keywords = check, keywords
 
-    def __get_pydantic_json_schema__(self, core_schema: Any, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
-        return {**handler(core_schema), **self.keywords}
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.no_info_after_validator_function(self.check, handler(source))
+
+    def __get_pydantic_json_schema__(self, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        out = handler(schema)
+        target = handler.resolve_ref_schema(out)
+        for option in target.get("oneOf", []) + target.get("anyOf", []):
+            if "$ref" not in option:
+                option.update(self.keywords)
+        return out
 
 
 _SCHEMA_BOUNDS = {"ge": "minimum", "gt": "exclusiveMinimum", "le": "maximum", "lt": "exclusiveMaximum"}
 
 
-def _searchable_number(value_type: type, integer: bool, bounds: dict[str, float]) -> Any:
-    checker = _range_checker(integer=integer, **bounds)
-    schema = _ValueSchema(**{_SCHEMA_BOUNDS[k]: v for k, v in bounds.items() if v is not None})
-    return Annotated[_tagged(Annotated[value_type, schema]), checker]
-
-
-def _range_checker(
+def Bounds(  # noqa: N802 - reads like pydantic's metadata classes
     *,
     ge: float | None = None,
     gt: float | None = None,
     le: float | None = None,
     lt: float | None = None,
     integer: bool = False,
-):
+) -> Checked:
+    """The bounds of a searchable number field, checked on its value or on every value its domain can take;
+    ``integer``: also refuse continuous domains and fractional values."""
+
     def check(value: Any) -> Any:
-        values = domain_values(value) if is_domain(value) else [value]
-        if integer and is_domain(value) and isinstance(value, (Uniform, LogUniform)):
+        values = value.extremes() if isinstance(value, SearchDomain) else [value]
+        if integer and isinstance(value, SearchDomain) and value.CONTINUOUS:
             raise ValueError("an integer field takes choice, grid, randint or quniform domains")
         for v in values:
             if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -248,35 +377,23 @@ def _range_checker(
                 raise ValueError(f"must be < {lt}, got {v}")
         return value
 
-    return AfterValidator(check)
+    bounds = {"ge": ge, "gt": gt, "le": le, "lt": lt}
+    return Checked(check, **{_SCHEMA_BOUNDS[k]: v for k, v in bounds.items() if v is not None})
 
 
-def SearchFloat(**bounds: float) -> Any:  # noqa: N802 - reads like a type
-    """A float field that also takes a search domain; ``bounds`` (ge/gt/le/lt) apply to every value it can take."""
-    return _searchable_number(float, False, bounds)
+def OneOf(*allowed: str) -> Checked:  # noqa: N802
+    """The values a searchable categorical field takes, checked on its value or on every value of its domain."""
 
-
-def SearchInt(**bounds: float) -> Any:  # noqa: N802
-    """An integer field that also takes a discrete search domain."""
-    return _searchable_number(int, True, bounds)
-
-
-def SearchCategory(*allowed: str) -> Any:  # noqa: N802
-    """A string field of ``allowed`` values that also takes a choice or grid domain of them."""
-    return Annotated[_tagged(Annotated[str, _ValueSchema(enum=list(allowed))]), _categorical_checker(allowed)]
-
-
-def _categorical_checker(allowed: tuple[str, ...]):
     def check(value: Any) -> Any:
-        values = domain_values(value) if is_domain(value) else [value]
-        if is_domain(value) and not isinstance(value, (Choice, Grid)):
+        values = value.extremes() if isinstance(value, SearchDomain) else [value]
+        if isinstance(value, SearchDomain) and not value.CATEGORICAL:
             raise ValueError("a categorical field takes choice or grid domains only")
         for v in values:
             if v not in allowed:
                 raise ValueError(f"expected one of {list(allowed)}, got {v!r}")
         return value
 
-    return AfterValidator(check)
+    return Checked(check, enum=list(allowed))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -449,7 +566,7 @@ class MLPModel(_Strict):
 
     name: Literal["mlp"] = "mlp"
     hidden_sizes: list[int] = Field(default_factory=lambda: [128], max_length=8)
-    dropout: SearchFloat(ge=0, lt=1) = 0.0
+    dropout: Annotated[FloatOrDomain, Bounds(ge=0, lt=1)] = 0.0
     normalized: bool = False
 
     @field_validator("hidden_sizes")
@@ -606,28 +723,28 @@ class FocalSpec(_Branch):
     """Focal loss (Lin et al., 2017)."""
 
     name: Literal["focal"] = "focal"
-    gamma: SearchFloat(ge=0) = 1.0
+    gamma: Annotated[FloatOrDomain, Bounds(ge=0)] = 1.0
 
 
 class LabelSmoothingSpec(_Branch):
     """Cross-entropy with label smoothing (Szegedy et al., 2016)."""
 
     name: Literal["label_smoothing"] = "label_smoothing"
-    epsilon: SearchFloat(ge=0, lt=1) = 0.1
+    epsilon: Annotated[FloatOrDomain, Bounds(ge=0, lt=1)] = 0.1
 
 
 class SEQLSpec(_Branch):
     """Softmax equalization loss (Tan et al., 2020)."""
 
     name: Literal["seql"] = "seql"
-    lambda_: SearchFloat(ge=0, le=1) = 0.05
-    gamma: SearchFloat(ge=0, le=1) = 0.9
+    lambda_: Annotated[FloatOrDomain, Bounds(ge=0, le=1)] = 0.05
+    gamma: Annotated[FloatOrDomain, Bounds(ge=0, le=1)] = 0.9
 
 
 class _IBBase(_Branch):
-    alpha: SearchFloat(gt=0) = 1000.0
-    epsilon: SearchFloat(gt=0) = 1e-3
-    start_epoch: SearchInt(ge=0, le=MAX_EPOCHS) = Field(
+    alpha: Annotated[FloatOrDomain, Bounds(gt=0)] = 1000.0
+    epsilon: Annotated[FloatOrDomain, Bounds(gt=0)] = 1e-3
+    start_epoch: Annotated[IntOrDomain, Bounds(ge=0, le=MAX_EPOCHS, integer=True)] = Field(
         0, description="Plain cross-entropy until this epoch (0-based), then the IB loss (IB's warm-up)."
     )
 
@@ -642,22 +759,22 @@ class IBFocalSpec(_IBBase):
     """Influence-balanced focal loss (Park et al., 2021)."""
 
     name: Literal["ib_focal"] = "ib_focal"
-    gamma: SearchFloat(ge=0) = 1.0
+    gamma: Annotated[FloatOrDomain, Bounds(ge=0)] = 1.0
 
 
 class CDTSpec(_Branch):
     """Class-dependent temperatures (Ye et al., 2020)."""
 
     name: Literal["cdt"] = "cdt"
-    gamma: SearchFloat(ge=0) = 0.2
+    gamma: Annotated[FloatOrDomain, Bounds(ge=0)] = 0.2
 
 
 class LDAMSpec(_Branch):
     """Label-distribution-aware margin loss (Cao et al., 2019); pair it with DRW for LDAM-DRW."""
 
     name: Literal["ldam"] = "ldam"
-    max_margin: SearchFloat(ge=0) = 0.5
-    scale: SearchFloat(gt=0) = 30.0
+    max_margin: Annotated[FloatOrDomain, Bounds(ge=0)] = 0.5
+    scale: Annotated[FloatOrDomain, Bounds(gt=0)] = 30.0
     normalized: bool = Field(True, description="Use a cosine (normalised) classifier for this branch.")
 
 
@@ -671,7 +788,7 @@ class LogitAdjustedSpec(_Branch):
     """Logit-adjusted loss (Menon et al., 2021)."""
 
     name: Literal["logit_adjusted"] = "logit_adjusted"
-    tau: SearchFloat(gt=0) = 1.0
+    tau: Annotated[FloatOrDomain, Bounds(gt=0)] = 1.0
 
 
 LossBranch = Annotated[
@@ -711,11 +828,11 @@ class TrainSpec(_Strict):
     """The training schedule (per trial)."""
 
     epochs: int = Field(30, ge=1, le=MAX_EPOCHS)
-    batch_size: SearchInt(ge=1, le=65536) = 128
-    optimizer: SearchCategory("sgd", "adamw") = "sgd"
-    lr: SearchFloat(gt=0, le=10) = 0.1
-    momentum: SearchFloat(ge=0, lt=1) = 0.9
-    weight_decay: SearchFloat(ge=0, le=1) = 5e-4
+    batch_size: Annotated[IntOrDomain, Bounds(ge=1, le=65536, integer=True)] = 128
+    optimizer: Annotated[StrOrDomain, OneOf("sgd", "adamw")] = "sgd"
+    lr: Annotated[FloatOrDomain, Bounds(gt=0, le=10)] = 0.1
+    momentum: Annotated[FloatOrDomain, Bounds(ge=0, lt=1)] = 0.9
+    weight_decay: Annotated[FloatOrDomain, Bounds(ge=0, le=1)] = 5e-4
     schedule: Literal["cosine", "step", "constant"] = "cosine"
     milestones: list[Annotated[int, Field(ge=-MAX_EPOCHS, le=MAX_EPOCHS)]] = Field(
         default_factory=list, max_length=100, description="Epochs at which 'step' multiplies lr by lr_decay."
@@ -813,7 +930,7 @@ class TuneSpec(_Strict):
     )
 
     @property
-    def resolved_mode(self) -> str:
+    def resolved_mode(self) -> Literal["max", "min"]:
         return self.mode or ("min" if self.metric in MINIMISED_METRICS else "max")
 
 
@@ -862,18 +979,18 @@ class JobSpec(_Strict):
         return prefix + self.tune.metric
 
     @model_validator(mode="after")
-    def _consistency(self, info: ValidationInfo) -> JobSpec:
+    def _consistency(self) -> JobSpec:
         keys = [b.key for b in self.losses]
         dupes = sorted({k for k in keys if keys.count(k) > 1})
         if dupes:
             raise ValueError(f"losses: branches must be distinct; give a 'label' to repeated branches {dupes}")
         if self.tune.control and "control" in keys:
             raise ValueError("the branch label 'control' is reserved for the cross-entropy control trial")
-        grids = list(self.iter_domains(kinds=(Grid,)))
+        grids = [(p, d) for p, d in self.iter_domains() if d.GRID_AXIS]
         if self.tune.search == "tpe" and grids:
             raise ValueError(f"tune.search: grid domains cannot be combined with 'tpe' (at {[p for p, _ in grids]})")
         if self.tune.search == "grid":
-            continuous = [p for p, d in self.iter_domains() if not isinstance(d, (Grid, Choice))]
+            continuous = [p for p, d in self.iter_domains() if not d.CATEGORICAL]
             if continuous:
                 raise ValueError(f"tune.search: 'grid' takes only grid/choice domains; continuous at {continuous}")
         epochs = self.train.epochs
@@ -882,22 +999,12 @@ class JobSpec(_Strict):
             if rw.start_epoch is not None and rw.start_epoch >= epochs:
                 raise ValueError(f"losses[{i}].reweighting.start_epoch: {rw.start_epoch} >= train.epochs {epochs}")
             start = getattr(b, "start_epoch", 0)
-            for v in domain_values(start) if is_domain(start) else [start]:
+            for v in start.extremes() if isinstance(start, SearchDomain) else [start]:
                 if v >= epochs:
                     raise ValueError(f"losses[{i}].start_epoch: {v} >= train.epochs {epochs}")
         if self.reweighting.start_epoch is not None and self.reweighting.start_epoch >= epochs:
             raise ValueError(f"reweighting.start_epoch: {self.reweighting.start_epoch} >= train.epochs {epochs}")
         self._check_val_split()
-        ctx = info.context or {}
-        max_epochs = int(ctx.get("max_epochs", DEFAULT_MAX_EPOCHS))
-        if epochs > max_epochs:
-            raise ValueError(f"train.epochs: {epochs} exceeds the limit of {max_epochs}")
-        max_trials = int(ctx.get("max_trials", DEFAULT_MAX_TRIALS))
-        if self.trial_count() > max_trials:
-            field = "tune.repeats" if self.tune.repeats > 1 else "tune.num_samples"
-            raise ValueError(
-                f"{field}: the job would run {self.trial_count()} trials, more than the limit of {max_trials}"
-            )
         return self
 
     def _check_val_split(self) -> None:
@@ -931,11 +1038,8 @@ class JobSpec(_Strict):
     def _grid_size(self, section_paths: tuple[str, ...]) -> int:
         size = 1
         for path, d in self.iter_domains():
-            if path.startswith(section_paths):
-                if isinstance(d, Grid):
-                    size *= len(d.grid)
-                elif self.tune.search == "grid" and isinstance(d, Choice):
-                    size *= len(d.choice)
+            axis = d.axis(self.tune.search == "grid") if path.startswith(section_paths) else None
+            size *= len(axis) if axis is not None else 1
         return size
 
     def configs_per_branch(self, index: int) -> int:
@@ -975,7 +1079,7 @@ class JobSpec(_Strict):
         for loc, value in values.items():
             section, field = loc.split(".", 1)
             data[section][field] = value
-        return JobSpec.model_validate(data, context={"max_trials": 10**9, "max_epochs": 10**9})
+        return JobSpec.model_validate(data)
 
     def trial_resources(self) -> dict[str, float]:
         """Resources of one trial: a single worker trains in the trial's process; DDP workers add a small driver."""
@@ -995,8 +1099,59 @@ class JobSpec(_Strict):
             if b.reweighting is not None:
                 starts.append(b.reweighting.deferred_start)
             s = getattr(b, "start_epoch", 0)
-            starts.append(max(domain_values(s)) if is_domain(s) else s)
+            starts.append(max(s.extremes()) if isinstance(s, SearchDomain) else s)
         return int(max(starts))
 
 
 TRIAL_DRIVER_CPU = 0.01
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Deployment limits
+# --------------------------------------------------------------------------------------------------------------
+class LimitExceeded(ValueError):
+    """A spec beyond a deployment's limit; ``loc`` names the field (``tune.num_samples``, ``train.epochs``, ...)."""
+
+    def __init__(self, loc: str, msg: str) -> None:
+        super().__init__(f"{loc}: {msg}")
+        self.loc, self.msg = loc, msg
+
+
+class Limits(_Strict):
+    """What a deployment allows one job. ``None``: no limit. The service checks every submitted spec against its
+    ``Limits`` (and nothing else does: a spec already accepted is never checked again)."""
+
+    max_trials: int | None = Field(None, ge=1, description="Trials per job, the control and every repeat included.")
+    max_epochs: int | None = Field(None, ge=1, description="train.epochs")
+    max_workers_per_trial: int | None = Field(None, ge=1, description="scaling.num_workers")
+
+    def violations(self, spec: JobSpec) -> list[LimitExceeded]:
+        """Every limit ``spec`` exceeds, each naming its field."""
+        out = []
+        if self.max_epochs is not None and spec.train.epochs > self.max_epochs:
+            out.append(LimitExceeded("train.epochs", f"{spec.train.epochs} exceeds the limit of {self.max_epochs}"))
+        trials = spec.trial_count()
+        if self.max_trials is not None and trials > self.max_trials:
+            field = "tune.repeats" if spec.tune.repeats > 1 else "tune.num_samples"
+            out.append(
+                LimitExceeded(field, f"the job would run {trials} trials, more than the limit of {self.max_trials}")
+            )
+        workers = spec.scaling.num_workers
+        if self.max_workers_per_trial is not None and workers > self.max_workers_per_trial:
+            out.append(
+                LimitExceeded(
+                    "scaling.num_workers",
+                    f"{workers} workers per trial exceeds the limit of {self.max_workers_per_trial}",
+                )
+            )
+        return out
+
+    def check(self, spec: JobSpec) -> JobSpec:
+        """``spec`` when it is within the limits.
+
+        Raises:
+            LimitExceeded: for the first limit it exceeds.
+        """
+        for problem in self.violations(spec):
+            raise problem
+        return spec

@@ -16,16 +16,18 @@ import json
 import math
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sized
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
 from cachetools import LRUCache
 from torch import Tensor, nn
+from torch.utils.data import Dataset
 
+from jobs.plan import EvaluationOptions, TrialConfig
 from jobs.results import CHECKPOINT_SCORE, METRICS_JSON, SELECTION_SCORE, VAL_PREFIX, is_better
 from lt_core.datasets import LTData, load_dataset, with_validation
 from lt_core.engine import EpochEnd, FitConfig, FitHooks, fit, scalar_metrics, shard_indices
@@ -56,22 +58,21 @@ class TrialContext:
     deterministic: bool = False
 
 
-def fit_config(trial: dict[str, Any]) -> FitConfig:
-    """The engine's config for a planned trial (see ``jobs.tune.plan_trials``)."""
-    rw = trial.get("reweighting") or {}
-    model_params = dict(trial.get("model_params", {}))
-    if trial.get("normalized") is not None:
-        model_params["normalized"] = trial["normalized"]
+def fit_config(trial: TrialConfig) -> FitConfig:
+    """The engine's config for a planned trial (see ``jobs.plan``)."""
+    model_params = dict(trial.model_params)
+    if trial.normalized is not None:
+        model_params["normalized"] = trial.normalized
     return FitConfig(
-        model=trial["model"],
+        model=trial.model,
         model_params=model_params,
-        loss=trial["loss"],
-        loss_params=dict(trial.get("loss_params", {})),
-        loss_start_epoch=int(trial.get("loss_start_epoch", 0)),
-        reweighting=rw.get("scheme", "none"),
-        reweighting_beta=rw.get("beta", 0.9999),
-        reweighting_start_epoch=rw.get("start_epoch"),
-        **trial["train"],
+        loss=trial.loss,
+        loss_params=dict(trial.loss_params),
+        loss_start_epoch=trial.loss_start_epoch,
+        reweighting=trial.reweighting.scheme,
+        reweighting_beta=trial.reweighting.beta,
+        reweighting_start_epoch=trial.reweighting.start_epoch,
+        **trial.train.model_dump(),
     )
 
 
@@ -83,7 +84,7 @@ _SPLITS: LRUCache[str, LTData] = LRUCache(maxsize=_DATASET_CACHE_SIZE)
 
 def _dataset_key(dataset: dict[str, Any]) -> str:
     """The cache key of a dataset spec: its parameters, plus size and mtime of every file it names."""
-    files = {}
+    files: dict[str, tuple[int, int] | None] = {}
     for value in dataset.values():
         if isinstance(value, str) and ("/" in value or "\\" in value):
             try:
@@ -116,24 +117,25 @@ def cached_dataset(dataset: dict[str, Any], key: str | None = None) -> LTData:
     )
 
 
-def trial_data(dataset: dict[str, Any], evaluation: dict[str, Any] | None = None) -> LTData:
+def trial_data(dataset: dict[str, Any], evaluation: EvaluationOptions | None = None) -> LTData:
     """The trial's data: the cached dataset, with its validation split when the trial selects on validation.
 
-    ``evaluation`` (a planned trial's, see ``jobs.tune``): ``split`` (selection on validation), ``val_fraction`` and
+    ``evaluation`` (a planned trial's, see ``jobs.plan``): ``split`` (selection on validation), ``val_fraction`` and
     ``seed`` (the dataset's, so every trial of a job, every repeat included, gets the same split). A dataset with its
     own validation split keeps it either way. A split shares the cached data's tensors (it copies only the test rows).
     """
     key = _dataset_key(dataset)
     data = cached_dataset(dataset, key)
-    evaluation = evaluation or {}
-    if not (evaluation.get("split") or data.val is not None):
+    evaluation = evaluation or EvaluationOptions()
+    if not (evaluation.split or data.val is not None):
         return data
-    fraction, seed = evaluation.get("val_fraction"), evaluation.get("seed")
-    return _cached(
-        _SPLITS,
-        "split:" + json.dumps([key, fraction, seed]),
-        lambda: with_validation(data, float(fraction if fraction is not None else 0.5), int(seed or 0)),
-    )
+    fraction, seed = evaluation.val_fraction, evaluation.seed
+    return _cached(_SPLITS, "split:" + json.dumps([key, fraction, seed]), lambda: with_validation(data, fraction, seed))
+
+
+def split_size(split: Dataset[Any]) -> int:
+    """The number of items of a split: every ``LTData`` split is sized (torch's ``Dataset`` type does not say so)."""
+    return len(cast(Sized, split))
 
 
 def global_class_counts(data: LTData, rank: int, world_size: int, device: torch.device | str = "cpu") -> Tensor:
@@ -166,7 +168,7 @@ def _all_reduce(tensors: list[Tensor], world_size: int, device: torch.device | s
             t.copy_(on_device)
 
 
-def run_trial(trial: dict[str, Any], dataset: dict[str, Any], ctx: TrialContext | None = None) -> list[dict]:
+def run_trial(trial: TrialConfig, dataset: dict[str, Any], ctx: TrialContext | None = None) -> list[dict]:
     """Train one planned trial on ``dataset`` (``{"name": ..., **params}``); returns the history (all ranks).
 
     The loop is ``lt_core.engine.fit``'s; this adds the job's parts: the all-reduced class counts and their check,
@@ -175,7 +177,7 @@ def run_trial(trial: dict[str, Any], dataset: dict[str, Any], ctx: TrialContext 
     """
     ctx = ctx or TrialContext()
     cfg = fit_config(trial)
-    evaluation = trial.get("evaluation") or {}
+    evaluation = trial.evaluation
     data = trial_data(dataset, evaluation)
     counts = global_class_counts(data, ctx.rank, ctx.world_size, ctx.device)
     if not torch.equal(counts, data.class_counts):
@@ -196,8 +198,8 @@ def run_trial(trial: dict[str, Any], dataset: dict[str, Any], ctx: TrialContext 
         deterministic=ctx.deterministic,  # TF32 + cudnn.benchmark on CUDA unless set
         resume_from=None if ctx.resume_dir is None else Path(ctx.resume_dir) / CHECKPOINT_FILE,  # worker restart
         # the post-hoc variant is chosen on validation by the job's metric (without its val_ prefix)
-        posthoc_metric=str(evaluation.get("metric") or "balanced_accuracy").removeprefix(VAL_PREFIX),
-        posthoc_mode=evaluation.get("mode", "max"),
+        posthoc_metric=(evaluation.metric or "balanced_accuracy").removeprefix(VAL_PREFIX),
+        posthoc_mode=evaluation.mode,
         hooks=hooks,
     )
 
@@ -210,7 +212,7 @@ class TrialReporter:
     to Ray before it is deleted.
     """
 
-    def __init__(self, ctx: TrialContext, evaluation: dict[str, Any], cfg: FitConfig, data: LTData) -> None:
+    def __init__(self, ctx: TrialContext, evaluation: EvaluationOptions, cfg: FitConfig, data: LTData) -> None:
         self.ctx, self.evaluation, self.cfg, self.data = ctx, evaluation, cfg, data
         self.policy = CheckpointPolicy(ctx, [])
         self.score = SelectionScore(evaluation, [])
@@ -223,10 +225,10 @@ class TrialReporter:
     def report(self, end: EpochEnd) -> None:
         if self.ctx.report is None:  # nothing to report to (run_trial then installs no report hook)
             return
-        metrics, mode = end.metrics, self.evaluation.get("mode", "max")
+        metrics, mode = end.metrics, self.evaluation.mode
         payload = report_payload(metrics) | {
             SELECTION_SCORE: self.score.update(metrics),
-            CHECKPOINT_SCORE: checkpoint_score(metrics, self.evaluation.get("metric"), mode),
+            CHECKPOINT_SCORE: checkpoint_score(metrics, self.evaluation.metric, mode),
         }
         if not self.policy.due(metrics, last=end.last) or self.ctx.rank != 0:
             self.ctx.report(payload, None)
@@ -279,9 +281,9 @@ class SelectionScore:
     NaN. A resumed trial starts from the checkpoint's history.
     """
 
-    def __init__(self, evaluation: dict[str, Any], history: list[dict[str, Any]]) -> None:
-        self.last = evaluation.get("epoch") == "last"
-        self.tracker = BestSoFar(evaluation.get("metric"), evaluation.get("mode", "max"), history)
+    def __init__(self, evaluation: EvaluationOptions, history: list[dict[str, Any]]) -> None:
+        self.last = evaluation.epoch == "last"
+        self.tracker = BestSoFar(evaluation.metric, evaluation.mode, history)
 
     def update(self, metrics: dict[str, Any]) -> float:
         self.tracker.update(metrics)
@@ -342,10 +344,11 @@ def trial_in_process(config: dict[str, Any]) -> None:
     gpu_ids = ray.get_gpu_ids()  # Ray sets CUDA_VISIBLE_DEVICES to the GPU (or GPU share) of this trial
     device = torch.device("cuda", 0) if gpu_ids and torch.cuda.is_available() else torch.device("cpu")
     report = _reporter(ray.tune)  # [ray 4]
+    trial = TrialConfig.model_validate(config["trial"])  # the trial as the driver sent it (its JSON): checked here
 
     def run(resume_dir: str | None) -> None:
         ctx = TrialContext(device=device, report=report, resume_dir=resume_dir, **checkpoint_options(config))
-        run_trial(config["trial"], config["dataset"], ctx)
+        run_trial(trial, config["dataset"], ctx)
 
     _resume(ray.tune.get_checkpoint(), run)  # [ray 3] a checkpoint when Tune retries the trial
 
@@ -358,6 +361,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     context = ray.train.get_context()
     _torch_threads(config)
     report = _reporter(ray.train)  # [ray 4]
+    trial = TrialConfig.model_validate(config["trial"])  # the trial as the driver sent it (its JSON): checked here
 
     def run(resume_dir: str | None) -> None:
         ctx = TrialContext(
@@ -369,7 +373,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             prepare_model=ray.train.torch.prepare_model,  # [ray 6]
             **checkpoint_options(config),
         )
-        run_trial(config["trial"], config["dataset"], ctx)
+        run_trial(trial, config["dataset"], ctx)
 
     _resume(ray.train.get_checkpoint(), run)  # [ray 3] a checkpoint after a worker failure
 

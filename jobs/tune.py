@@ -1,14 +1,12 @@
-"""The search: a Ray Tune run over the spec's loss branches, each trial a Ray Train (DDP) run.
+"""The search: a Ray Tune run of the planned trials (``jobs.plan``), each trial a Ray Train (DDP) run.
 
 Ray 2.60 (Train V2): a Tune trial is a small driver function that builds and fits a ``TorchTrainer``; the
 ``TuneReportCallback`` forwards rank 0's per-epoch reports to Tune.
 
-- ``random`` / ``grid`` search: the trials are planned here (``plan_trials``): the control, then for each branch
-  the cartesian product of its grid axes times ``num_samples`` random draws of its other domains (seeded by
-  ``tune.seed``). Each branch only samples its own parameters. Tune runs the list (grid over planned trials).
-- ``tpe``: Optuna's TPE over a conditional define-by-run space (``branch`` first, then that branch's own
-  parameters); ``num_samples`` per branch sets the total budget (branches x num_samples); the control is the
-  first trial.
+- ``random`` / ``grid`` search: Tune runs the planner's list (``jobs.plan.plan_trials``) as a grid over planned
+  trials.
+- ``tpe``: Optuna's TPE over the planner's conditional define-by-run space (``jobs.plan.TPESpace``); ``num_samples``
+  per branch sets the total budget (branches x num_samples); the control is the first trial.
 - ASHA never stops a trial before its re-balancing starts (grace period >= the latest DRW / IB start epoch + 1)
   and never stops the control.
 - ``tune.repeats``: every planned config (the control too) runs once per train seed ``train.seed + r``, its trials
@@ -16,13 +14,13 @@ Ray 2.60 (Train V2): a Tune trial is a small driver function that builds and fit
   seeds individually. Tune's metric is ``SELECTION_SCORE``: the trial's selection metric (``val_<metric>`` with
   ``evaluation.selection: "val"``) at the epoch it would report now.
 
-``run_job`` returns a plain JSON-serialisable JobResult (see docs/ARCHITECTURE.md) and emits events as trials
-start, report epochs and finish.
+A trial travels to its worker as the JSON of its ``TrialConfig``, validated there (``jobs.train``). ``run_job``
+returns a plain JSON-serialisable JobResult (see docs/ARCHITECTURE.md) and emits events as trials start, report
+epochs and finish.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import math
@@ -34,263 +32,25 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from jobs.plan import TRIAL_INDEX, TrialConfig, evaluation_options, plan_trials, resolve_trial, tpe_space
 from jobs.results import CHECKPOINT_SCORE, METRICS_JSON, SELECTION_SCORE, ResultCollector, keep_checkpoints_setting
-from jobs.spec import (
-    TRIAL_DRIVER_CPU,
-    Choice,
-    Grid,
-    JobSpec,
-    LogUniform,
-    QUniform,
-    RandInt,
-    Uniform,
-    is_domain,
-)
+from jobs.spec import TRIAL_DRIVER_CPU, JobSpec
+
+__all__ = [
+    "TRIAL_INDEX",
+    "ResultCollector",
+    "TrialConfig",
+    "asha_grace_period",
+    "make_search_alg",
+    "plan_trials",
+    "resolve_trial",
+    "run_job",
+    "tpe_space",
+]
 
 logger = logging.getLogger(__name__)
 
 EventSink = Callable[[dict[str, Any]], None]
-TRAIN_SEARCHABLE = ("batch_size", "optimizer", "lr", "momentum", "weight_decay")
-TRIAL_INDEX = "__trial_index__"  # ray.tune.search.repeater.TRIAL_INDEX (a Repeater's repeat index in the config)
-TRAIN_FIXED = (
-    "epochs",
-    "schedule",
-    "milestones",
-    "lr_decay",
-    "warmup_epochs",
-    "seed",
-    "precision",
-    "loader_workers",
-)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Planning (pure; no Ray)
-# --------------------------------------------------------------------------------------------------------------
-def sample_domain(domain: Any, rng: np.random.Generator) -> Any:
-    """Draw one value from a search domain (the same semantics as Ray Tune's)."""
-    if isinstance(domain, (Choice, Grid)):
-        values = domain.choice if isinstance(domain, Choice) else domain.grid
-        return values[int(rng.integers(len(values)))]
-    if isinstance(domain, Uniform):
-        return float(rng.uniform(*domain.uniform))
-    if isinstance(domain, LogUniform):
-        lo, hi = domain.loguniform
-        return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
-    if isinstance(domain, RandInt):
-        return int(rng.integers(*domain.randint))
-    if isinstance(domain, QUniform):
-        lo, hi, q = domain.quniform
-        value = round(rng.uniform(lo, hi) / q) * q
-        return int(value) if float(q).is_integer() and float(lo).is_integer() else float(value)
-    raise TypeError(f"not a search domain: {domain!r}")
-
-
-def center_value(domain: Any) -> Any:
-    """A deterministic representative of a domain (used for the control trial's shared train params)."""
-    if isinstance(domain, Choice):
-        return domain.choice[0]
-    if isinstance(domain, Grid):
-        return domain.grid[0]
-    if isinstance(domain, Uniform):
-        return float(sum(domain.uniform) / 2)
-    if isinstance(domain, LogUniform):
-        return float(math.sqrt(domain.loguniform[0] * domain.loguniform[1]))
-    if isinstance(domain, RandInt):
-        return int((domain.randint[0] + domain.randint[1] - 1) // 2)
-    lo, hi, q = domain.quniform
-    value = round((lo + hi) / 2 / q) * q
-    return int(value) if float(q).is_integer() and float(lo).is_integer() else float(value)
-
-
-def _sections(spec: JobSpec, index: int | None) -> dict[str, dict[str, Any]]:
-    """The searchable values of one branch (None = the control), grouped by section."""
-    model = spec.model.model_dump()
-    model.pop("name")
-    train = {k: getattr(spec.train, k) for k in TRAIN_SEARCHABLE}
-    if index is None:
-        return {"loss": {}, "branch": {}, "train": train, "model": model}
-    branch = spec.losses[index]
-    extra = {"start_epoch": branch.start_epoch} if hasattr(branch, "start_epoch") else {}
-    return {"loss": branch.loss_params(), "branch": extra, "train": train, "model": model}
-
-
-def evaluation_options(spec: JobSpec) -> dict[str, Any]:
-    """What a trial needs to know of ``spec.evaluation``: whether to split off validation, and what it selects on."""
-    return {
-        "split": spec.evaluation.selection == "val",
-        "val_fraction": spec.evaluation.val_fraction,
-        "seed": int(getattr(spec.dataset, "seed", 0)),
-        "metric": spec.selection_metric,
-        "mode": spec.tune.resolved_mode,
-        "epoch": spec.evaluation.epoch,
-    }
-
-
-def _assemble(
-    spec: JobSpec,
-    index: int | None,
-    values: dict[str, dict[str, Any]],
-    sample: int,
-    repeat: int = 0,
-    config_id: str | None = None,
-) -> dict[str, Any]:
-    branch = spec.losses[index] if index is not None else None
-    rw = branch.reweighting if branch is not None and branch.reweighting is not None else spec.reweighting
-    train = {k: getattr(spec.train, k) for k in TRAIN_FIXED} | values["train"]
-    train["milestones"] = list(train["milestones"])
-    # Every config, the control included, runs with seeds train.seed + r: seed r of a branch pairs with the control's.
-    train["seed"] = spec.train.seed + repeat
-    key = "control" if branch is None else branch.key
-    if branch is None:  # the control: plain cross-entropy, no re-weighting, same model and schedule
-        rw_dict = {"scheme": "none", "beta": 0.9999, "start_epoch": None}
-    else:
-        rw_dict = rw.model_dump()
-    searched = {f"loss.{k}": v for k, v in values["loss"].items()}
-    searched |= {f"{branch.name if branch else 'ce'}.{k}": v for k, v in values["branch"].items()}
-    searched |= {f"train.{k}": values["train"][k] for k in TRAIN_SEARCHABLE if is_domain(getattr(spec.train, k))}
-    searched |= {f"model.{k}": values["model"][k] for k in values["model"] if is_domain(getattr(spec.model, k, None))}
-    return {
-        "branch": "control" if branch is None else branch.key,
-        "branch_index": -1 if branch is None else index,
-        "is_control": branch is None,
-        "loss": "ce" if branch is None else branch.name,
-        "loss_params": values["loss"],
-        "loss_start_epoch": int(values["branch"].get("start_epoch", 0)),
-        "normalized": getattr(branch, "normalized", None),
-        "reweighting": rw_dict,
-        "model": spec.model.name,
-        "model_params": values["model"],
-        "train": train,
-        "sample_index": sample,
-        "repeat": repeat,
-        "config_id": config_id or f"{key}/{sample}",
-        "evaluation": evaluation_options(spec),
-        # The config the results show; seed and config_id ride along (the store keeps a trial's config as JSON).
-        "config": searched
-        | {
-            "reweighting": rw_dict["scheme"] + ("-drw" if rw_dict["start_epoch"] else ""),
-            "config_id": config_id or f"{key}/{sample}",
-            "seed": train["seed"],
-        },
-    }
-
-
-def with_repeat(trial: dict[str, Any], repeat: int, base_seed: int) -> dict[str, Any]:
-    """A copy of a planned trial for repeat ``repeat`` (train seed ``base_seed + repeat``); the config_id is kept."""
-    seed = base_seed + repeat
-    return trial | {
-        "repeat": repeat,
-        "train": trial["train"] | {"seed": seed},
-        "config": trial["config"] | {"seed": seed},
-    }
-
-
-def resolve_trial(config: dict[str, Any]) -> dict[str, Any]:
-    """The planned trial of a Tune config; a ``Repeater``'s trial index (TPE with repeats) sets its repeat."""
-    trial = config["trial"]
-    index = config.get(TRIAL_INDEX)
-    if index is None or int(index) == trial.get("repeat", 0):
-        return trial
-    return with_repeat(trial, int(index), trial["train"]["seed"] - int(trial.get("repeat", 0)))
-
-
-def control_trial(spec: JobSpec, repeat: int = 0) -> dict[str, Any]:
-    """The plain cross-entropy control: the same model and schedule, shared train domains at their centre."""
-    values = {
-        s: {k: center_value(v) if is_domain(v) else v for k, v in d.items()} for s, d in _sections(spec, None).items()
-    }
-    return _assemble(spec, None, values, 0, repeat)
-
-
-def plan_trials(spec: JobSpec) -> list[dict[str, Any]]:
-    """Every trial of a random/grid search, control first; deterministic for a given ``tune.seed``.
-
-    Each planned config (the control too) appears ``tune.repeats`` times in a row, with train seeds
-    ``train.seed + r`` and one ``config_id``.
-    """
-    rng = np.random.default_rng(spec.tune.seed)
-    grid_choices = spec.tune.search == "grid"
-    trials = []
-    repeats = range(spec.tune.repeats)
-    if spec.tune.control:
-        trials += [control_trial(spec, r) for r in repeats]
-    for index in range(len(spec.losses)):
-        configs = 0  # numbers the branch's configs: config_id "<branch>/<n>"
-        sections = _sections(spec, index)
-        axes = [
-            (s, k, v.grid if isinstance(v, Grid) else v.choice)
-            for s, d in sections.items()
-            for k, v in d.items()
-            if isinstance(v, Grid) or (grid_choices and isinstance(v, Choice))
-        ]
-        for combo in itertools.product(*[values for _, _, values in axes]):
-            fixed = {(s, k): value for (s, k, _), value in zip(axes, combo, strict=True)}
-            for sample in range(spec.tune.num_samples):
-                values = {
-                    s: {
-                        k: fixed[(s, k)] if (s, k) in fixed else (sample_domain(v, rng) if is_domain(v) else v)
-                        for k, v in d.items()
-                    }
-                    for s, d in sections.items()
-                }
-                config_id = f"{spec.losses[index].key}/{configs}"
-                configs += 1
-                trials += [_assemble(spec, index, values, sample, r, config_id) for r in repeats]
-    return trials
-
-
-def _suggest(name: str, domain: Any, ot_trial: Any) -> Any:
-    """Ask an Optuna trial for a value of ``domain`` under ``name``."""
-    if isinstance(domain, Choice):
-        return ot_trial.suggest_categorical(name, domain.choice)
-    if isinstance(domain, Uniform):
-        return ot_trial.suggest_float(name, *domain.uniform)
-    if isinstance(domain, LogUniform):
-        return ot_trial.suggest_float(name, *domain.loguniform, log=True)
-    if isinstance(domain, RandInt):
-        return ot_trial.suggest_int(name, domain.randint[0], domain.randint[1] - 1)
-    lo, hi, q = domain.quniform
-    if float(q).is_integer() and float(lo).is_integer():
-        return ot_trial.suggest_int(name, int(lo), int(hi), step=int(q))
-    return ot_trial.suggest_float(name, lo, hi, step=q)
-
-
-class TPESpace:
-    """An Optuna define-by-run space: the control first, then ``branch`` and that branch's own parameters.
-
-    With ``tune.repeats`` > 1 a ``Repeater`` runs each suggestion once per seed and tells TPE their mean selection
-    score (the mean validation metric over the config's repeats).
-
-    A picklable callable (Tune checkpoints its searcher). Tune asks for suggestions from its one driver thread.
-    """
-
-    def __init__(self, spec: JobSpec) -> None:
-        self.spec = spec
-        self.control_pending = spec.tune.control
-        self.suggested = 0  # numbers the configs (config_id); a Repeater copies one suggestion to all its repeats
-
-    def __call__(self, ot_trial: Any) -> dict[str, Any]:
-        spec = self.spec
-        if self.control_pending:
-            self.control_pending = False
-            return {"trial": control_trial(spec)}
-        keys = [b.key for b in spec.losses]
-        key = ot_trial.suggest_categorical("branch", keys)
-        index = keys.index(key)
-        values = {}
-        for s, d in _sections(spec, index).items():
-            prefix = key if s in ("loss", "branch") else s
-            values[s] = {k: _suggest(f"{prefix}.{k}", v, ot_trial) if is_domain(v) else v for k, v in d.items()}
-        self.suggested += 1
-        return {"trial": _assemble(spec, index, values, 0, 0, f"{key}/{self.suggested}")}
-
-
-def tpe_space(spec: JobSpec) -> TPESpace:
-    """The conditional define-by-run space for TPE (see ``TPESpace``)."""
-    return TPESpace(spec)
 
 
 def asha_grace_period(spec: JobSpec) -> int:
@@ -301,7 +61,7 @@ def asha_grace_period(spec: JobSpec) -> int:
 def dataset_meta(spec: JobSpec) -> dict[str, Any]:
     """Name, fingerprint, class names/counts and shot groups of the spec's training set, and the sizes of its
     validation and test splits (loads the data; the fingerprint covers the val/test partition)."""
-    from jobs.train import trial_data
+    from jobs.train import split_size, trial_data
     from lt_core.metrics import shot_groups
 
     params = spec.dataset.model_dump()
@@ -310,8 +70,8 @@ def dataset_meta(spec: JobSpec) -> dict[str, Any]:
     return {
         "name": name,
         "fingerprint": data.fingerprint,
-        "val_size": None if data.val is None else len(data.val),
-        "test_size": len(data.test),
+        "val_size": None if data.val is None else split_size(data.val),
+        "test_size": split_size(data.test),
         "class_names": list(data.class_names),
         "class_counts": data.class_counts.tolist(),
         "num_classes": data.num_classes,
@@ -325,7 +85,7 @@ def dataset_meta(spec: JobSpec) -> dict[str, Any]:
 def _trial_driver(config: dict[str, Any], job: dict[str, Any]) -> None:
     """One Tune trial: in this process for one worker, else a ``TorchTrainer`` (Train V2 + Tune) for DDP."""
     train_config = {
-        "trial": resolve_trial(config),
+        "trial": resolve_trial(config).model_dump(mode="json"),  # validated again where a worker receives it
         "dataset": job["dataset"],
         "threads": max(1, int(job["scaling"]["cpus_per_worker"])),
         "checkpoint": job["checkpoint"],
@@ -359,8 +119,11 @@ def _trial_driver(config: dict[str, Any], job: dict[str, Any]) -> None:
         run_config=ray.train.RunConfig(
             name=f"{job['experiment']}-{trial_name}",
             storage_path=job["storage_path"],
-            callbacks=[TuneReportCallback()],
-            failure_config=ray.train.FailureConfig(max_failures=scaling["max_failures"], controller_failure_limit=2),
+            callbacks=[TuneReportCallback()],  # type: ignore[list-item]  # Ray's static types are Train V1's
+            # controller_failure_limit: Train V2's (the default in Ray 2.60); the static types are V1's
+            failure_config=ray.train.FailureConfig(  # type: ignore[call-arg]
+                max_failures=scaling["max_failures"], controller_failure_limit=2
+            ),
             checkpoint_config=ray.train.CheckpointConfig(**_keep_checkpoints(job)),
         ),
     )
@@ -458,12 +221,12 @@ def _make_callback(collector: ResultCollector, emit: EventSink, epochs: int, met
                     {
                         "type": "trial_started",
                         "trial_id": trial.trial_id,
-                        "branch": t["branch"],
-                        "branch_index": t["branch_index"],
-                        "is_control": t["is_control"],
-                        "config": t["config"],
-                        "config_id": t["config"]["config_id"],
-                        "seed": t["config"]["seed"],
+                        "branch": t.branch,
+                        "branch_index": t.branch_index,
+                        "is_control": t.is_control,
+                        "config": t.config,
+                        "config_id": t.config_id,
+                        "seed": t.train.seed,
                     }
                 )
 
@@ -515,8 +278,8 @@ def _make_callback(collector: ResultCollector, emit: EventSink, epochs: int, met
 
 
 # Defined on first use (it subclasses a Ray class, and this module must import without Ray).
-_EventCallback = None
-_DatasetStopper = None
+_EventCallback: Any = None
+_DatasetStopper: Any = None
 
 
 def _make_stopper(meta: DeferredDatasetMeta):
@@ -577,7 +340,10 @@ def _tuner(trainable: Any, *, resume: bool, param_space: dict[str, Any], tune_co
         )
         # The restored run config's callbacks and stopper were pickled without their sink and dataset loader
         # (their __getstate__): put this run's in.
-        restored = tuner._local_tuner.get_run_config()
+        local = tuner._local_tuner
+        if local is None:  # a local Tuner always has one
+            raise RuntimeError(f"the experiment at {path} restored without a local tuner")
+        restored = local.get_run_config()
         restored.callbacks, restored.stop = run_config.callbacks, run_config.stop
         return tuner
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
@@ -603,7 +369,7 @@ def _make_scheduler(spec: JobSpec):
 
         def on_trial_result(self, tune_controller, trial, result):
             decision = super().on_trial_result(tune_controller, trial, result)
-            if trial.config.get("trial", {}).get("is_control"):
+            if resolve_trial(trial.config).is_control:
                 return TrialScheduler.CONTINUE
             return decision
 
@@ -625,9 +391,10 @@ def make_search_alg(spec: JobSpec) -> Any:
     if spec.tune.search != "tpe":
         return None
     from optuna.samplers import TPESampler
+    from ray.tune.search import Searcher
     from ray.tune.search.optuna import OptunaSearch
 
-    search_alg = OptunaSearch(
+    search_alg: Searcher = OptunaSearch(
         space=tpe_space(spec),
         metric=SELECTION_SCORE,
         mode=spec.tune.resolved_mode,

@@ -328,14 +328,16 @@ TRIALS: dict[str, dict[str, Any]] = {
 }
 
 
-def _trial(kind: str, epochs: int = 2, dropout: float = 0.0) -> dict[str, Any]:
+def _trial(kind: str, epochs: int = 2, dropout: float = 0.0) -> Any:
+    from jobs.plan import TrialConfig
+
     base = {
         "model": "mlp",
         "model_params": {"hidden_sizes": [64], "dropout": dropout},
         "loss_params": {},
         "train": {"epochs": epochs, "batch_size": 16, "lr": 0.05, "seed": 1},
     }
-    return base | TRIALS[kind]
+    return TrialConfig.model_validate(base | TRIALS[kind])
 
 
 @check("trials")

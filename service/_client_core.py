@@ -185,7 +185,7 @@ class Job(JobRead):
     @property
     def job_spec(self) -> JobSpec:
         """The spec as the service stored it, as a ``JobSpec``."""
-        return JobSpec.model_validate(self.spec, context={"max_trials": 10**9, "max_epochs": 10**9})
+        return JobSpec.model_validate(self.spec)
 
 
 class Results(JobResults):

@@ -12,36 +12,36 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from jobs.spec import JobSpec
+from jobs.spec import JobSpec, Limits
 from service.errors import SpecRejected
 from service.settings import Settings
 from service.spec_errors import validation_details
 
 
 def parse_spec(body: Any, settings: Settings) -> JobSpec:
-    """Validate a request body as a JobSpec under the deployment's limits."""
+    """Validate a request body as a JobSpec, then check it against the deployment's limits."""
     out_of_range = list(_unsafe_numbers(body, ""))
     if out_of_range:
         raise SpecRejected("the job spec is invalid", out_of_range[:20])
     try:
-        spec = JobSpec.model_validate(
-            body, context={"max_trials": settings.max_trials_per_job, "max_epochs": settings.max_epochs}
-        )
+        spec = JobSpec.model_validate(body)
     except ValidationError as exc:
         raise SpecRejected("the job spec is invalid", validation_details(exc, body)) from None
-    if spec.scaling.num_workers > settings.max_workers_per_trial:
+    exceeded = deployment_limits(settings).violations(spec)
+    if exceeded:
         raise SpecRejected(
-            "the job spec exceeds a limit",
-            [
-                {
-                    "loc": "scaling.num_workers",
-                    "msg": f"{spec.scaling.num_workers} workers per trial exceeds the limit "
-                    f"of {settings.max_workers_per_trial}",
-                    "type": "limit",
-                }
-            ],
+            "the job spec exceeds a limit", [{"loc": e.loc, "msg": e.msg, "type": "limit"} for e in exceeded]
         )
     return spec
+
+
+def deployment_limits(settings: Settings) -> Limits:
+    """The limits this deployment puts on a job (checked once, when it is submitted)."""
+    return Limits(
+        max_trials=settings.max_trials_per_job,
+        max_epochs=settings.max_epochs,
+        max_workers_per_trial=settings.max_workers_per_trial,
+    )
 
 
 MAX_SPEC_INT = 2**53  # the largest integer every JSON reader (and a float64) holds exactly
@@ -207,9 +207,9 @@ def feasibility_details(spec: JobSpec, nodes: list[dict[str, float]]) -> list[di
         ]
     placeable = 0
     for n in fits:
-        by_cpu = int(n.get("CPU", 0.0) // need_cpu) if need_cpu > 0 else 10**9
-        by_gpu = int(n.get("GPU", 0.0) // need_gpu) if need_gpu > 0 else 10**9
-        placeable += min(by_cpu, by_gpu)
+        # workers per node, by each resource a worker needs (a worker needs CPUs: cpus_per_worker > 0)
+        by_resource = [int(n.get(k, 0.0) // v) for k, v in (("CPU", need_cpu), ("GPU", need_gpu)) if v > 0]
+        placeable += min(by_resource)
     if placeable < spec.scaling.num_workers:
         return [
             {

@@ -8,18 +8,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jobs.spec import Grid, JobSpec, LogUniform, RandInt
+from jobs.spec import Grid, JobSpec, Limits, LogUniform, RandInt
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 FILES = sorted(EXAMPLES.glob("*.yaml")) + sorted(EXAMPLES.glob("*.yml"))
 # The service's default limits (LONGTAIL_MAX_TRIALS_PER_JOB, LONGTAIL_MAX_EPOCHS): examples must pass them.
-LIMITS = {"max_trials": 64, "max_epochs": 500}
+LIMITS = Limits(max_trials=64, max_epochs=500)
 
 DEMO_LOSSES = {"ce", "focal", "label_smoothing", "seql", "ib", "cdt", "ldam", "balanced_softmax", "logit_adjusted"}
 
 
 def load(name: str) -> JobSpec:
-    return JobSpec.model_validate(yaml.safe_load((EXAMPLES / name).read_text()), context=LIMITS)
+    return LIMITS.check(JobSpec.model_validate(yaml.safe_load((EXAMPLES / name).read_text())))
 
 
 def test_the_examples_are_there():
@@ -32,10 +32,10 @@ def test_example_validates(path: Path):
     text = path.read_text()
     assert text.lstrip().startswith("#"), "each example opens with comments: what it shows, what to change"
     data = yaml.safe_load(text)
-    spec = JobSpec.model_validate(data, context=LIMITS)
-    assert spec.trial_count() <= LIMITS["max_trials"]
+    spec = LIMITS.check(JobSpec.model_validate(data))
+    assert LIMITS.max_trials is not None and spec.trial_count() <= LIMITS.max_trials
     # The spec round-trips through its JSON form (what the client sends).
-    assert JobSpec.model_validate(spec.model_dump(mode="json"), context=LIMITS) == spec
+    assert LIMITS.check(JobSpec.model_validate(spec.model_dump(mode="json"))) == spec
 
 
 def test_digits_demo_compares_all_losses():

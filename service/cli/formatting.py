@@ -108,11 +108,15 @@ def _num(value: Any) -> str:
 def format_config(config: dict[str, Any] | None) -> str:
     """``{"loss.gamma": 2.0, "branch.start_epoch": 5}`` -> ``loss.gamma=2 branch.start_epoch=5``.
 
-    Every key exactly as stored, in order; only the identity ``config_id`` (not a parameter) is left out.
+    Every key exactly as stored, in order. Left out, as the web page does: the identity ``config_id`` (not a
+    parameter) and ``branch.reweighting=none`` (the default, on every row otherwise).
     """
     if not config:
         return ""
-    return " ".join(f"{key}={_num(value)}" for key, value in config.items() if key != "config_id")
+    defaults = {"branch.reweighting": "none", "reweighting": "none"}
+    return " ".join(
+        f"{key}={_num(value)}" for key, value in config.items() if key != "config_id" and defaults.get(key) != value
+    )
 
 
 def gain_text(row: dict[str, Any], metric: str) -> str:

@@ -205,9 +205,9 @@ def check_model_out(c: httpx.Client, job_id: str, res: dict[str, Any], service: 
 
     import torch
 
+    from jobs.plan import evaluation_options
     from jobs.spec import JobSpec
     from jobs.train import trial_data
-    from jobs.tune import evaluation_options
     from lt_core import load_model
     from lt_core.inference import predict_logits
     from lt_core.metrics import EvalAccumulator

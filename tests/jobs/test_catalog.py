@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import pytest
 from pydantic import BaseModel
 
@@ -41,9 +43,9 @@ def test_training_fields_list_bounds_and_choices() -> None:
 
 def test_the_json_schema_publishes_the_bounds_of_the_value_alternative() -> None:
     class Probe(BaseModel):
-        a: S.SearchFloat(gt=0, lt=2) = 1.0
-        b: S.SearchInt(ge=1, le=9) = 1
-        c: S.SearchCategory("x", "y") = "x"
+        a: Annotated[S.FloatOrDomain, S.Bounds(gt=0, lt=2)] = 1.0
+        b: Annotated[S.IntOrDomain, S.Bounds(ge=1, le=9, integer=True)] = 1
+        c: Annotated[S.StrOrDomain, S.OneOf("x", "y")] = "x"
 
     props = Probe.model_json_schema()["properties"]
     value = {name: next(o for o in prop["oneOf"] if "$ref" not in o) for name, prop in props.items()}
@@ -59,7 +61,7 @@ def test_the_json_schema_publishes_the_bounds_of_the_value_alternative() -> None
     with pytest.raises(ValueError, match="expected one of"):
         Probe(c="z")
     with pytest.raises(TypeError):
-        S.SearchFloat(minimum=0)  # a bound by its pydantic name only
+        S.Bounds(minimum=0)  # type: ignore[call-arg]  # a bound by its pydantic name only
 
 
 def test_datasets_catalog_bounds() -> None:

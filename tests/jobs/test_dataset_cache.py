@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from jobs import train
+from jobs.plan import EvaluationOptions
 from jobs.train import cached_dataset, trial_data
 
 DIGITS = {"name": "digits_lt", "imbalance_factor": 20, "profile": "exp", "test_per_class": 50, "seed": 0}
@@ -30,9 +31,9 @@ def test_the_least_recently_used_dataset_is_dropped_first():
 
 
 def test_a_validation_split_is_made_once_per_dataset_fraction_and_seed():
-    evaluation = {"split": True, "val_fraction": 0.25, "seed": 3}
+    evaluation = EvaluationOptions(split=True, val_fraction=0.25, seed=3)
     split = trial_data(DIGITS, evaluation)
-    assert split.val is not None and trial_data(DIGITS, dict(evaluation)) is split
-    other = trial_data(DIGITS, evaluation | {"seed": 4})
+    assert split.val is not None and trial_data(DIGITS, evaluation.model_copy()) is split
+    other = trial_data(DIGITS, evaluation.model_copy(update={"seed": 4}))
     assert other is not split and len(train._SPLITS) == 2
     assert trial_data(DIGITS) is cached_dataset(DIGITS)  # no split asked for (digits has no validation of its own)

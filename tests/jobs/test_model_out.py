@@ -23,10 +23,10 @@ from jobs.model_out import (
     model_manifest,
     remove_job_artifacts,
 )
+from jobs.plan import plan_trials
 from jobs.results import METRICS_JSON, finish_trial
 from jobs.spec import JobSpec
 from jobs.train import TrialContext, run_trial, trial_data
-from jobs.tune import plan_trials
 from lt_core import load_model, predict
 from lt_core.inference import InputError, predict_logits
 from lt_core.metrics import EvalAccumulator
@@ -85,7 +85,7 @@ def test_downloaded_model_reproduces_the_reported_metrics(trained, tmp_path):
     assert manifest["input"] == {"shape": [64], "dtype": "float32", "preprocessing": {"kind": "none"}}
     assert manifest["loss"]["name"] == "ce" and manifest["dataset"]["fingerprint"]
     assert manifest["metrics"]["test"]["balanced_accuracy"] == t["selected"]["test"]["balanced_accuracy"]
-    data = trial_data(DIGITS, trained["trial"]["evaluation"])
+    data = trial_data(DIGITS, trained["trial"].evaluation)
     assert manifest["class_counts"] == data.class_counts.tolist()
     x = torch.stack([data.test[i][0] for i in range(len(data.test))])
     y = data.test_targets

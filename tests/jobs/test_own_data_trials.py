@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
+from jobs.plan import plan_trials
 from jobs.spec import JobSpec
 from jobs.train import TrialContext, run_trial, train_shard
-from jobs.tune import plan_trials
 from lt_core.datasets import DatasetError, load_dataset
 from lt_core.engine import loader_options, shard_indices
 
@@ -47,7 +47,7 @@ def trial_for(dataset: dict, **train) -> dict:
 def test_bf16_image_trial_decodes_in_loader_workers_and_reports_finite_metrics(tmp_path: Path):
     dataset = image_folder(tmp_path / "imgs")
     trial = trial_for(dataset, precision="bf16", loader_workers=1)
-    assert trial["train"]["precision"] == "bf16" and trial["train"]["loader_workers"] == 1
+    assert trial.train.precision == "bf16" and trial.train.loader_workers == 1
     reports = []
     history = run_trial(trial, dataset, TrialContext(report=lambda m, ckpt: reports.append(m)))
     assert len(history) == 1 and len(reports) == 1
@@ -60,7 +60,7 @@ def test_a_missing_or_unreadable_image_fails_the_trial_naming_the_path(tmp_path:
 
     dataset = image_folder(tmp_path / "imgs")
     trial = trial_for(dataset, loader_workers=1)
-    trial["model"], trial["model_params"] = "mlp", {"hidden_sizes": [8]}
+    trial = trial.model_copy(update={"model": "mlp", "model_params": {"hidden_sizes": [8]}})
     cached_dataset(dataset)  # listed while the file exists (the trial reuses this listing)
     image = tmp_path / "imgs" / "train" / "bee" / "1.jpg"
     image.unlink()
@@ -132,7 +132,8 @@ def test_two_ddp_ranks_open_only_their_shard_and_all_reduce_the_counts(ray_sessi
     dataset = image_folder(tmp_path / "imgs")
     dataset["augment"] = False
     trial = trial_for(dataset, loader_workers=0, epochs=2)
-    trial["model"], trial["model_params"] = "mlp", {"hidden_sizes": [16]}  # the data path is under test here
+    # the data path is under test here
+    trial = trial.model_copy(update={"model": "mlp", "model_params": {"hidden_sizes": [16]}})
     trainer = TorchTrainer(
         _counting_loop,
         train_loop_config={"trial": trial, "dataset": dataset, "out": str(tmp_path)},

@@ -8,8 +8,9 @@ import numpy as np
 import optuna
 import pytest
 
+from jobs.plan import TRIAL_INDEX, plan_trials, resolve_trial, tpe_space
 from jobs.spec import Choice, Grid, JobSpec, LogUniform, QUniform, RandInt, Uniform
-from jobs.tune import ResultCollector, asha_grace_period, center_value, plan_trials, sample_domain, tpe_space
+from jobs.tune import ResultCollector, asha_grace_period
 
 BASE = {"dataset": {"name": "digits_lt"}, "train": {"epochs": 10}}
 
@@ -32,15 +33,15 @@ def spec(**kw) -> JobSpec:
 )
 def test_every_domain_samples_inside_itself(domain, check):
     rng = np.random.default_rng(0)
-    values = [sample_domain(domain, rng) for _ in range(200)]
+    values = [domain.sample(rng) for _ in range(200)]
     assert all(check(v) for v in values)
     assert len({repr(v) for v in values}) > 1
-    assert check(center_value(domain))
+    assert check(domain.center())
 
 
 def test_loguniform_is_uniform_in_log_space():
     rng = np.random.default_rng(1)
-    logs = np.log10([sample_domain(LogUniform(loguniform=(1e-4, 1.0)), rng) for _ in range(4000)])
+    logs = np.log10([LogUniform(loguniform=(1e-4, 1.0)).sample(rng) for _ in range(4000)])
     assert abs(np.mean(logs) - (-2.0)) < 0.1  # a plain uniform would put the mean near log10(0.5)
 
 
@@ -56,18 +57,18 @@ def test_plan_has_control_first_and_each_branch_samples_only_its_own_params():
     trials = plan_trials(s)
     assert len(trials) == s.trial_count() == 10
     control = trials[0]
-    assert control["is_control"] and control["loss"] == "ce" and control["loss_params"] == {}
-    assert control["reweighting"]["scheme"] == "none" and control["branch"] == "control"
-    focal = [t for t in trials if t["branch"] == "focal"]
-    assert len(focal) == 3 and all(set(t["loss_params"]) == {"gamma"} for t in focal)
-    assert len({t["loss_params"]["gamma"] for t in focal}) == 3
-    ib = [t for t in trials if t["branch"] == "ib"]
-    assert all(t["loss_start_epoch"] in (2, 4) and set(t["loss_params"]) == {"alpha", "epsilon"} for t in ib)
-    ldam = [t for t in trials if t["branch"] == "ldam-drw"]
-    assert all(t["normalized"] is True and t["reweighting"]["start_epoch"] == 6 for t in ldam)
+    assert control.is_control and control.loss == "ce" and control.loss_params == {}
+    assert control.reweighting.scheme == "none" and control.branch == "control"
+    focal = [t for t in trials if t.branch == "focal"]
+    assert len(focal) == 3 and all(set(t.loss_params) == {"gamma"} for t in focal)
+    assert len({t.loss_params["gamma"] for t in focal}) == 3
+    ib = [t for t in trials if t.branch == "ib"]
+    assert all(t.loss_start_epoch in (2, 4) and set(t.loss_params) == {"alpha", "epsilon"} for t in ib)
+    ldam = [t for t in trials if t.branch == "ldam-drw"]
+    assert all(t.normalized is True and t.reweighting.start_epoch == 6 for t in ldam)
     # Samples are configs, not seeds: every config trains with train.seed, paired with the control's seed.
-    assert [t["train"]["seed"] for t in focal] == [0, 0, 0]
-    assert len({t["config_id"] for t in focal}) == 3 and all(t["config"]["seed"] == 0 for t in focal)
+    assert [t.train.seed for t in focal] == [0, 0, 0]
+    assert len({t.config_id for t in focal}) == 3 and all(t.config["train.seed"] == 0 for t in focal)
 
 
 def test_plan_is_deterministic_per_seed():
@@ -83,15 +84,15 @@ def test_grid_axes_expand_and_grid_search_expands_choices():
         train={"epochs": 10, "lr": {"grid": [0.1, 0.01]}},
         tune={"num_samples": 1, "control": False},
     )
-    combos = {(t["loss_params"]["gamma"], t["train"]["lr"]) for t in plan_trials(s)}
+    combos = {(t.loss_params["gamma"], t.train.lr) for t in plan_trials(s)}
     assert combos == {(0.5, 0.1), (0.5, 0.01), (2.0, 0.1), (2.0, 0.01)}
     g = spec(losses=[{"name": "focal", "gamma": {"choice": [1, 2, 3]}}], tune={"search": "grid", "control": False})
-    assert sorted(t["loss_params"]["gamma"] for t in plan_trials(g)) == [1, 2, 3]
+    assert sorted(t.loss_params["gamma"] for t in plan_trials(g)) == [1, 2, 3]
 
 
 def test_control_takes_a_deterministic_center_of_shared_train_domains():
     s = spec(losses=[{"name": "ce"}], train={"epochs": 10, "lr": {"loguniform": [0.01, 1.0]}})
-    assert math.isclose(plan_trials(s)[0]["train"]["lr"], 0.1)
+    assert math.isclose(plan_trials(s)[0].train.lr, 0.1)
 
 
 def test_tpe_space_gives_control_first_then_conditional_branches():
@@ -106,15 +107,15 @@ def test_tpe_space_gives_control_first_then_conditional_branches():
     space = tpe_space(s)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     first = space(study.ask())["trial"]
-    assert first["is_control"]
+    assert first.is_control
     seen = set()
     for _ in range(12):
         ot = study.ask()
         t = space(ot)["trial"]
-        seen.add(t["branch"])
+        seen.add(t.branch)
         own = {k.split(".")[0] for k in ot.params} - {"branch", "train"}
-        assert own == {t["branch"]}  # only the chosen branch's parameters were sampled
-        assert 0.01 <= t["train"]["lr"] <= 1.0
+        assert own == {t.branch}  # only the chosen branch's parameters were sampled
+        assert 0.01 <= t.train.lr <= 1.0
     assert seen == {"focal", "logit_adjusted"}
 
 
@@ -190,35 +191,33 @@ def test_repeats_plan_seeds_and_config_ids():
     s = spec(losses=[{"name": "focal", "gamma": {"choice": [1.0, 2.0]}}], tune={"num_samples": 2, "repeats": 3})
     trials = plan_trials(s)
     assert len(trials) == s.trial_count() == (1 + 2) * 3
-    control = [t for t in trials if t["is_control"]]
-    assert [t["train"]["seed"] for t in control] == [0, 1, 2] and len({t["config_id"] for t in control}) == 1
-    focal = [t for t in trials if not t["is_control"]]
+    control = [t for t in trials if t.is_control]
+    assert [t.train.seed for t in control] == [0, 1, 2] and len({t.config_id for t in control}) == 1
+    focal = [t for t in trials if not t.is_control]
     by_config: dict[str, list] = {}
     for t in focal:
-        by_config.setdefault(t["config_id"], []).append(t)
+        by_config.setdefault(t.config_id, []).append(t)
     assert len(by_config) == 2
     for members in by_config.values():
-        assert [t["train"]["seed"] for t in members] == [0, 1, 2]
-        assert [t["config"]["seed"] for t in members] == [0, 1, 2]
-        assert len({t["loss_params"]["gamma"] for t in members}) == 1  # one config, three seeds
-        assert all(t["evaluation"]["metric"] == "val_balanced_accuracy" and t["evaluation"]["split"] for t in members)
+        assert [t.train.seed for t in members] == [0, 1, 2]
+        assert [t.config["train.seed"] for t in members] == [0, 1, 2]
+        assert len({t.loss_params["gamma"] for t in members}) == 1  # one config, three seeds
+        assert all(t.evaluation.metric == "val_balanced_accuracy" and t.evaluation.split for t in members)
     seeded = spec(losses=[{"name": "ce"}], train={"epochs": 10, "seed": 7}, tune={"repeats": 2})
-    assert [t["train"]["seed"] for t in plan_trials(seeded)] == [7, 8, 7, 8]
+    assert [t.train.seed for t in plan_trials(seeded)] == [7, 8, 7, 8]
 
 
 def test_a_repeaters_trial_index_sets_the_seed_and_keeps_the_config_id():
-    from jobs.tune import TRIAL_INDEX, resolve_trial
-
     s = spec(losses=[{"name": "focal", "gamma": {"uniform": [0.5, 3.0]}}], train={"epochs": 10, "seed": 5})
     space = tpe_space(s)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     space(study.ask())  # the control
     config = space(study.ask())
-    assert config["trial"]["config_id"] == "focal/1"
+    assert config["trial"].config_id == "focal/1"
     repeats = [resolve_trial(config | {TRIAL_INDEX: r}) for r in range(3)]
-    assert [t["train"]["seed"] for t in repeats] == [5, 6, 7] == [t["config"]["seed"] for t in repeats]
-    assert {t["config_id"] for t in repeats} == {"focal/1"} and resolve_trial(config) is config["trial"]
-    assert space(study.ask())["trial"]["config_id"] == "focal/2"
+    assert [t.train.seed for t in repeats] == [5, 6, 7] == [t.config["train.seed"] for t in repeats]
+    assert {t.config_id for t in repeats} == {"focal/1"} and resolve_trial(config) is config["trial"]
+    assert space(study.ask())["trial"].config_id == "focal/2"
 
 
 def _val_metrics(epoch: int, val: float, test: float) -> dict:
@@ -233,7 +232,7 @@ def _run(c, tid, branch, index, config_id, seed, epochs):
             "branch": branch,
             "branch_index": index,
             "is_control": branch == "control",
-            "config": {"config_id": config_id, "seed": seed},
+            "config": {"config_id": config_id, "train.seed": seed},
         }
     )
     for e, (val, test) in enumerate(epochs, 1):
@@ -339,17 +338,17 @@ def test_impossible_evaluation_settings_name_the_field(kw, field):
 
 
 def test_repeats_count_against_the_trial_limit():
-    from pydantic import ValidationError
+    from jobs.spec import LimitExceeded, Limits
 
     data = BASE | {"losses": [{"name": "ce"}], "tune": {"num_samples": 1, "repeats": 5}}
     assert JobSpec.model_validate(data).trial_count() == 10
-    with pytest.raises(ValidationError, match="tune.repeats: the job would run 10 trials"):
-        JobSpec.model_validate(data, context={"max_trials": 8})
+    with pytest.raises(LimitExceeded, match="tune.repeats: the job would run 10 trials"):
+        Limits(max_trials=8).check(JobSpec.model_validate(data))
 
 
 def test_tpe_with_repeats_is_told_the_mean_over_a_configs_seeds():
     from jobs.results import SELECTION_SCORE
-    from jobs.tune import TRIAL_INDEX, make_search_alg, resolve_trial
+    from jobs.tune import make_search_alg
 
     s = spec(losses=[{"name": "focal", "gamma": {"uniform": [0.5, 3.0]}}], tune={"search": "tpe", "repeats": 3})
     searcher = make_search_alg(s)
@@ -357,8 +356,8 @@ def test_tpe_with_repeats_is_told_the_mean_over_a_configs_seeds():
     configs = {f"t{i}": searcher.suggest(f"t{i}") for i in range(6)}
     trials = {k: resolve_trial(c) for k, c in configs.items()}
     assert [c[TRIAL_INDEX] for c in configs.values()] == [0, 1, 2, 0, 1, 2]
-    assert [t["config_id"] for t in trials.values()] == ["control/0"] * 3 + ["focal/1"] * 3
-    assert [t["train"]["seed"] for t in trials.values()] == [0, 1, 2, 0, 1, 2]
+    assert [t.config_id for t in trials.values()] == ["control/0"] * 3 + ["focal/1"] * 3
+    assert [t.train.seed for t in trials.values()] == [0, 1, 2, 0, 1, 2]
     scores = {"t0": 0.5, "t1": 0.6, "t2": 0.4, "t3": 0.9, "t4": 0.3, "t5": 0.6}
     for tid, score in scores.items():
         searcher.on_trial_complete(tid, {SELECTION_SCORE: score})
@@ -380,7 +379,7 @@ def test_asha_with_repeats_stops_seeds_individually_and_never_the_control():
         train={"epochs": 4},
         tune={"scheduler": "asha", "grace_period": 1, "reduction_factor": 2, "repeats": 2},
     )
-    trials = {t["config_id"] + f"#{t['repeat']}": t for t in plan_trials(s)}
+    trials = {t.config_id + f"#{t.repeat}": t for t in plan_trials(s)}
     scheduler = _make_scheduler(s)
     scheduler.set_search_properties(SELECTION_SCORE, "max")
     fake = {k: SimpleNamespace(trial_id=k, config={"trial": t}) for k, t in trials.items()}
@@ -394,3 +393,41 @@ def test_asha_with_repeats_stops_seeds_individually_and_never_the_control():
     assert report("focal/0#0", 0.5) == TrialScheduler.STOP  # below the rung's median: this seed stops ...
     assert report("focal/0#1", 0.95) == TrialScheduler.CONTINUE  # ... while the same config's other seed goes on
     assert report("control/0#1", 0.1) == TrialScheduler.CONTINUE  # the control is never stopped
+
+
+def test_a_branchs_best_metrics_average_the_metrics_only_and_list_each_seeds_epoch():
+    s = spec(losses=[{"name": "focal"}], tune={"repeats": 2, "control": False})
+    c = ResultCollector(s)
+    # seed 0 selects epoch 2, seed 1 epoch 3 (best validation); their epochs must not be averaged into "2.5"
+    for seed, epochs in ((0, [(0.5, 0.50), (0.8, 0.60), (0.7, 0.90)]), (1, [(0.5, 0.50), (0.6, 0.55), (0.9, 0.70)])):
+        c.apply(
+            {
+                "type": "trial_started",
+                "trial_id": f"f{seed}",
+                "branch": "focal",
+                "branch_index": 0,
+                "is_control": False,
+                "config": {"config_id": "focal/0", "train.seed": seed},
+            }
+        )
+        for e, (val, test) in enumerate(epochs, 1):
+            metrics = _val_metrics(e, val, test) | {"lr": 0.1 / e, "epoch_time_s": 2.0 * e, "posthoc_tau": 1.0 * e}
+            metrics |= {"train_loss": 1.0 / e, "posthoc_balanced_accuracy": test + 0.01}
+            c.apply({"type": "epoch", "trial_id": f"f{seed}", "epoch": e, "metrics": metrics})
+        c.apply({"type": "trial_finished", "trial_id": f"f{seed}", "status": "succeeded"})
+    (row,) = c.result()["branches"]
+    assert row["seed_epochs"] == [2, 3] and row["n_seeds"] == 2
+    m = row["best_metrics"]
+    assert not {"epoch", "lr", "epoch_time_s", "posthoc_tau"} & set(m)
+    assert m["balanced_accuracy"] == pytest.approx((0.60 + 0.70) / 2) == row["test_mean"]
+    assert m["val_balanced_accuracy"] == pytest.approx((0.8 + 0.9) / 2)
+    assert m["train_loss"] == pytest.approx((1 / 2 + 1 / 3) / 2)
+    assert m["posthoc_balanced_accuracy"] == pytest.approx((0.61 + 0.71) / 2)
+
+
+def test_a_config_stored_before_the_path_scheme_still_gives_the_trials_seed():
+    from jobs.results import trial_identity
+
+    assert trial_identity({"config_id": "focal/0", "train.seed": 3}) == {"config_id": "focal/0", "seed": 3}
+    assert trial_identity({"config_id": "focal/0", "seed": 2}) == {"config_id": "focal/0", "seed": 2}
+    assert trial_identity(None) == {"config_id": None, "seed": None}

@@ -8,7 +8,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from jobs.spec import BRANCH_MODELS, JobSpec, is_domain
+from jobs.spec import BRANCH_MODELS, JobSpec, LimitExceeded, Limits, is_domain
 
 EXAMPLE = {
     "api_version": "v1",
@@ -42,9 +42,9 @@ EXAMPLE = {
 }
 
 
-def errors(data: dict, **context) -> list[tuple[str, str]]:
+def errors(data: dict) -> list[tuple[str, str]]:
     with pytest.raises(ValidationError) as info:
-        JobSpec.model_validate(data, context=context or None)
+        JobSpec.model_validate(data)
     return [(".".join(str(p) for p in e["loc"]), e["msg"]) for e in info.value.errors()]
 
 
@@ -131,10 +131,21 @@ def test_grid_search_refuses_continuous_domains():
     assert any("continuous" in m for _, m in errors(with_(tune__search="grid")))
 
 
-def test_trial_cap_and_epoch_cap_come_from_the_context():
-    assert any("more than the limit of 5" in m for _, m in errors(EXAMPLE, max_trials=5))
-    assert any("train.epochs: 30 exceeds the limit of 10" in m for _, m in errors(EXAMPLE, max_epochs=10))
-    assert JobSpec.model_validate(EXAMPLE, context={"max_trials": 7}).trial_count() == 7
+def test_trial_cap_and_epoch_cap_are_one_check_of_the_deployment_limits():
+    spec = JobSpec.model_validate(EXAMPLE)  # a valid spec is valid without limits (stored, resumed, read back)
+
+    def problems(**limits) -> list[str]:
+        return [str(e) for e in Limits(**limits).violations(spec)]
+
+    assert any("more than the limit of 5" in m for m in problems(max_trials=5))
+    assert any("train.epochs: 30 exceeds the limit of 10" in m for m in problems(max_epochs=10))
+    assert [e.loc for e in Limits(max_trials=5, max_epochs=10, max_workers_per_trial=1).violations(spec)] == [
+        "train.epochs",
+        "tune.num_samples",
+    ]
+    assert Limits(max_trials=7).check(spec).trial_count() == 7
+    with pytest.raises(LimitExceeded, match="tune.num_samples: the job would run 7 trials"):
+        Limits(max_trials=6).check(spec)
 
 
 def test_grid_axes_multiply_trials_per_branch():

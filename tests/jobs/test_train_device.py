@@ -13,18 +13,21 @@ import pytest
 import torch
 import torch.distributed as dist
 
+from jobs.plan import TrialConfig
 from jobs.train import TrialContext, _all_reduce, global_class_counts, run_trial
 from lt_core.datasets import load_dataset
 from lt_core.engine import EpochShardSampler, FitConfig, LossSchedule, build_optimizer, run_epoch
 from lt_core.models import create_model
 
 DIGITS = {"name": "digits_lt", "imbalance_factor": 20, "profile": "exp", "test_per_class": 50, "seed": 0}
-TRIAL = {
-    "model": "mlp",
-    "model_params": {"hidden_sizes": [16]},
-    "loss": "ce",
-    "train": {"epochs": 1, "batch_size": 64, "lr": 0.1},
-}
+TRIAL = TrialConfig.model_validate(
+    {
+        "model": "mlp",
+        "model_params": {"hidden_sizes": [16]},
+        "loss": "ce",
+        "train": {"epochs": 1, "batch_size": 64, "lr": 0.1},
+    }
+)
 
 
 @pytest.fixture

@@ -8,10 +8,11 @@ import math
 import pytest
 import torch
 
+from jobs.plan import plan_trials
 from jobs.results import SELECTION_SCORE
 from jobs.spec import JobSpec
 from jobs.train import METRICS_JSON, TrialContext, global_class_counts, run_trial
-from jobs.tune import plan_trials, run_job
+from jobs.tune import run_job
 
 DIGITS = {"name": "digits_lt", "imbalance_factor": 20, "profile": "exp", "test_per_class": 50, "seed": 0}
 
@@ -187,7 +188,7 @@ def test_tpe_with_asha_keeps_the_control_and_respects_the_grace_period(ray_sessi
     # TPE's suggestions run once per seed: each config id has seeds 0 and 1 and one set of parameters
     assert len(by_config) == 3 and all(sorted(t["seed"] for t in ts) == [0, 1] for ts in by_config.values())
     for ts in by_config.values():
-        assert len({json.dumps({k: v for k, v in t["config"].items() if k != "seed"}) for t in ts}) == 1
+        assert len({json.dumps({k: v for k, v in t["config"].items() if k != "train.seed"}) for t in ts}) == 1
     for b in result["branches"]:
         assert b["n_seeds"] == 2 and b["n_pairs"] == 2 and b["gain_ci95"] is not None
 

@@ -293,7 +293,10 @@ def test_quick_demo_spec_is_a_smaller_search() -> None:
 
 def test_format_config_shows_the_stored_keys_as_they_are() -> None:
     """One parameter-path scheme (``loss.``, ``branch.``, ``train.``, ``model.``): no key is renamed or stripped."""
-    assert format_config({"loss.gamma": 2.0, "branch.reweighting": "none"}) == "loss.gamma=2 branch.reweighting=none"
+    assert format_config({"loss.gamma": 2.0, "branch.reweighting": "inverse-drw"}) == (
+        "loss.gamma=2 branch.reweighting=inverse-drw"
+    )
+    assert format_config({"loss.gamma": 2.0, "branch.reweighting": "none"}) == "loss.gamma=2"  # the default, as /ui
     assert format_config({"loss.alpha": 523.456789, "branch.start_epoch": 5, "config_id": "ib/0"}) == (
         "loss.alpha=523.5 branch.start_epoch=5"  # the identity key is not a parameter
     )

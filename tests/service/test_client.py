@@ -457,7 +457,7 @@ def _repeats_events() -> list[dict[str, Any]]:
     for seed in (0, 1):
         for branch, index, config_id, base in rows:
             tid = f"{branch}-{seed}"
-            config = {"loss.gamma": 2.0, "config_id": config_id, "seed": seed}
+            config = {"loss.gamma": 2.0, "config_id": config_id, "train.seed": seed}
             events.append(
                 {
                     "type": "trial_started",

@@ -171,6 +171,19 @@ def test_workers_per_trial_limit(make_api, settings) -> None:
     assert r.status_code == 422 and error_locs(r) == ["scaling.num_workers"]
 
 
+def test_limits_are_checked_at_submission_only(make_api, settings) -> None:
+    # A job accepted under the deployment's limits still reads (its spec, its partial results) once they are lowered.
+    job_id = make_api(settings).start()  # 3 trials of 2 epochs
+    lowered = make_api(settings.model_copy(update={"max_trials_per_job": 2, "max_epochs": 1}))
+    r = lowered.client.post("/jobs", json=tiny_spec())
+    assert r.status_code == 422 and error_locs(r) == ["train.epochs", "tune.num_samples"], r.text
+    assert r.json()["error"]["code"] == "invalid_spec"
+    lowered.send(job_id, driver_events(["c", "a"], epochs=2, control="c"))
+    assert lowered.client.get(f"/jobs/{job_id}").json()["spec"]["train"]["epochs"] == 2
+    partial = lowered.client.get(f"/jobs/{job_id}/results").json()
+    assert partial["complete"] is False and partial["best_trial"]["trial_id"] == "a"
+
+
 # -- data root ----------------------------------------------------------------------------------------------------
 def npz_spec(path: str) -> dict:
     return tiny_spec(dataset={"name": "npz", "path": path})

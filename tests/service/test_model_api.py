@@ -15,10 +15,10 @@ import torch
 from conftest import ALICE, BACKENDS, BOB, Api
 from pg import db_url_for
 
+from jobs.plan import plan_trials
 from jobs.results import METRICS_JSON, ResultCollector
 from jobs.spec import JobSpec
 from jobs.train import TrialContext, run_trial, trial_data
-from jobs.tune import plan_trials
 from lt_core import load_model
 from lt_core.inference import predict_logits
 from lt_core.metrics import EvalAccumulator
@@ -66,7 +66,7 @@ def _events(run, trial_id="t1"):
             "branch": "control",
             "branch_index": -1,
             "is_control": True,
-            "config": trial["config"],
+            "config": trial.config,
         }
     ]
     events += [{"type": "epoch", "trial_id": trial_id, "epoch": m["epoch"], "metrics": m} for m in run["reports"]]
@@ -103,7 +103,7 @@ def test_download_reproduces_the_reported_balanced_accuracy(api: Api, control_ru
     model, manifest = load_model(tmp_path / "m.pt")
     assert manifest["job_id"] == job_id and manifest["trial_id"] == "t1"
     assert manifest["posthoc"]["tau"] == trial["posthoc"]["tau"]
-    data = trial_data(DIGITS, control_run["trial"]["evaluation"])
+    data = trial_data(DIGITS, control_run["trial"].evaluation)
     x = torch.stack([data.test[i][0] for i in range(len(data.test))])
     for posthoc, reported in (
         ("none", trial["selected"]["test"]["balanced_accuracy"]),
@@ -138,7 +138,7 @@ def test_model_is_409_without_a_finished_trial(api: Api) -> None:
 def test_predict_answers_top_k_and_rejects_bad_shapes_and_big_batches(make_api, settings, control_run) -> None:
     api = make_api(settings.model_copy(update={"max_predict_rows": 4}))
     job_id = _finished_job(api, control_run, finish=False)  # a running job with a finished trial
-    data = trial_data(DIGITS, control_run["trial"]["evaluation"])
+    data = trial_data(DIGITS, control_run["trial"].evaluation)
     rows = [data.test[i][0].tolist() for i in range(3)]
     r = api.client.post(f"/jobs/{job_id}/predict", json={"rows": rows, "top_k": 3, "posthoc": "none"})
     assert r.status_code == 200, r.text
@@ -209,7 +209,7 @@ def test_cli_predict_on_npz_and_csv_and_delete(control_run, tmp_path, capsys) ->
             collector.apply(e)
         events.append({"type": "job_finished", "result": collector.result()})
         server.send(job_id, [{"seq": i + 1, **e} for i, e in enumerate(events)])
-        data = trial_data(DIGITS, control_run["trial"]["evaluation"])
+        data = trial_data(DIGITS, control_run["trial"].evaluation)
         x = np.stack([data.test[i][0].numpy() for i in range(6)])
         np.savez(tmp_path / "rows.npz", x=x)
         np.savetxt(tmp_path / "rows.csv", x, delimiter=",", header=",".join(f"f{i}" for i in range(64)), comments="")
