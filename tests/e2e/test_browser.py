@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,8 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from support import wait_for
+from support import serve_in_thread
 
 from service.app import create_app
 from service.settings import Settings
@@ -90,13 +87,6 @@ def chromium_path() -> str:
     pytest.skip("Chromium not found (apt-get install chromium, or set LONGTAIL_CHROMIUM)")
 
 
-def free_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
 def finished_job(store: JobStore, settings: Settings) -> str:
     """A succeeded job whose JobResult is the fixture, through the store's API (as its driver would report it)."""
     result = json.loads(FIXTURE.read_text())
@@ -132,20 +122,10 @@ def server(tmp_path: Path) -> Iterator[tuple[str, str]]:
     store = JobStore(f"sqlite:///{tmp_path / 'longtail.db'}")
     job_id = finished_job(store, settings)
     app = create_app(settings, dispatcher=FakeDispatcher(), store=store)
-    sock = free_socket()
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", ws="none", access_log=False)
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, name="uvicorn", daemon=True)
-    thread.start()
-    wait_for(lambda: srv.started or not thread.is_alive(), 15, "the uvicorn server to start")
-    assert srv.started, "the uvicorn server thread died while starting"
-    host, port = sock.getsockname()[:2]
     try:
-        yield f"http://{host}:{port}", job_id
+        with serve_in_thread(app) as url:
+            yield url, job_id
     finally:
-        srv.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
         store.close()
 
 

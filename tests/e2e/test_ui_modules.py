@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
-from support import wait_for
-from test_browser import CHROMIUM_ARGS, OWNER, TOKEN, VIEWPORT, chromium_path, free_socket
+from support import serve_in_thread
+from test_browser import CHROMIUM_ARGS, OWNER, TOKEN, VIEWPORT, chromium_path
 
 from service.app import create_app
 from service.dispatcher import DriverState
@@ -134,20 +132,10 @@ def server(tmp_path: Path) -> Iterator[tuple[str, str]]:
     dispatcher = FakeDispatcher()
     dispatcher.set_state(SUBMISSION, DriverState.RUNNING)  # the job's driver runs: the reconciler leaves it be
     app = create_app(settings, dispatcher=dispatcher, store=store)
-    sock = free_socket()
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", ws="none", access_log=False)
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, name="uvicorn", daemon=True)
-    thread.start()
-    wait_for(lambda: srv.started or not thread.is_alive(), 15, "the uvicorn server to start")
-    assert srv.started, "the uvicorn server thread died while starting"
-    host, port = sock.getsockname()[:2]
     try:
-        yield f"http://{host}:{port}", job_id
+        with serve_in_thread(app) as url:
+            yield url, job_id
     finally:
-        srv.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
         store.close()
 
 
