@@ -69,10 +69,12 @@ def _is_control(trial: dict, result: dict) -> bool:
     return bool(trial.get("is_control")) or (control_id is not None and trial.get("trial_id") == control_id)
 
 
-def _metric(result: dict) -> tuple[str, str]:
-    metric = result.get("metric") or "balanced_accuracy"
-    mode = result.get("mode") if result.get("mode") in ("max", "min") else "max"
-    return metric, mode
+def _metric(result: dict) -> tuple[str, Literal["max", "min"]]:
+    """The result's metric (``balanced_accuracy`` when missing) and its mode (``max`` unless ``min``)."""
+    metric = result.get("metric")
+    return (metric if isinstance(metric, str) and metric else "balanced_accuracy"), (
+        "min" if result.get("mode") == "min" else "max"
+    )
 
 
 def _best_metrics(trial: dict, result: dict) -> dict | None:
@@ -173,15 +175,10 @@ def _series(result: dict) -> list[_Series]:
 
 def _control_label(trial: dict) -> str:
     """``control (ce)``: the control trial's branch is ``control`` (jobs.tune) or the loss name."""
-    config = trial.get("config") if isinstance(trial.get("config"), dict) else {}
+    config = trial.get("config")
+    loss = config.get("loss") if isinstance(config, dict) else None
     branch = trial.get("branch")
-    name = (
-        branch
-        if branch and branch != "control"
-        else config.get("loss")
-        if isinstance(config.get("loss"), str)
-        else "ce"
-    )
+    name = branch if branch and branch != "control" else loss if isinstance(loss, str) else "ce"
     return f"control ({name})"
 
 
@@ -233,13 +230,14 @@ def _shot_groups(result: dict, counts: list[float]) -> dict[str, list[int]]:
 
 def _plot_per_class(fig: Figure, ax, result: dict) -> None:
     dataset = result.get("dataset") or {}
-    counts = [_num(c) for c in dataset.get("class_counts") or []]
+    raw_counts = [_num(c) for c in dataset.get("class_counts") or []]
+    counts = [c for c in raw_counts if c is not None]
     series = [s for s in _series(result) if isinstance(s.metrics.get("per_class_accuracy"), list)]
     ax.set_title(_title(result, "Per-class test accuracy vs training count"), fontsize=11, pad=16)
     if not series:
         _empty(ax, "No per-class accuracies yet")
         return
-    if not counts or any(c is None for c in counts):
+    if not counts or len(counts) != len(raw_counts):  # none known, or one not a number
         _per_class_by_index(ax, series)
         return
     k = len(counts)
@@ -249,11 +247,11 @@ def _plot_per_class(fig: Figure, ax, result: dict) -> None:
 
     # Shot-group bands, split at the geometric midpoint between neighbouring groups.
     groups = _shot_groups(result, counts)
-    spans = []
+    spans: list[tuple[str, str, float, float]] = []  # (group, label, lowest x, highest x)
     for g, label in GROUPS:
         members = [xs[i] for i in groups[g]]
         if members:
-            spans.append([g, label, min(members), max(members)])
+            spans.append((g, label, min(members), max(members)))
     spans.sort(key=lambda s: -s[3])
     lo_all, hi_all = min(xs.values()), max(xs.values())
     pad = 1.25
