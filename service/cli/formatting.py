@@ -17,7 +17,15 @@ from typing import Any, TextIO
 
 from rich.box import Box
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from service.client import Job, Results
@@ -158,7 +166,7 @@ def results_table(results: Results, color: bool = False) -> str:
     spread and 95% CI (significant rows marked), the seeds behind each row and the chosen config (keys as stored)."""
     metric = results.metric
     unit = "pts" if _is_rate(metric) else metric
-    best_id = (results.best_trial or {}).get("trial_id")
+    best_id = results.best_trial.trial_id if results.best_trial is not None else None
     on_test = results.selected_on == "test"
     rows = []
     for r in results.rows():
@@ -330,8 +338,7 @@ class ProgressDisplay:
         self.started = time.monotonic()
         self._last: tuple[Any, ...] | None = None
         self._last_print = 0.0
-        self._progress: Progress | None = None
-        self._task: Any = None
+        self._bar: tuple[Progress, TaskID] | None = None  # on a terminal, once the first state has come
 
     def __call__(self, job: Job) -> None:
         if self.tty:
@@ -346,12 +353,11 @@ class ProgressDisplay:
 
     def _live(self, job: Job) -> None:
         p = job.progress
-        fields = {
-            "status": str(job.status),
-            "detail": f"{p.trials_running} running, {p.epochs_reported} epochs  {_best_text(job)}".rstrip(),
-        }
-        if self._progress is None:
-            self._progress = Progress(
+        # The two task fields the columns below show; passed by name (Progress takes them as **fields).
+        status = str(job.status)
+        detail = f"{p.trials_running} running, {p.epochs_reported} epochs  {_best_text(job)}".rstrip()
+        if self._bar is None:
+            progress = Progress(
                 SpinnerColumn(),
                 TextColumn("{task.fields[status]:<9}", markup=False),
                 BarColumn(),
@@ -363,13 +369,15 @@ class ProgressDisplay:
                 redirect_stdout=False,
                 redirect_stderr=False,
             )
-            self._progress.start()
-            self._task = self._progress.add_task(
-                "trials", total=p.trials_total or None, completed=p.trials_done, **fields
+            progress.start()
+            task = progress.add_task(
+                "trials", total=p.trials_total or None, completed=p.trials_done, status=status, detail=detail
             )
-        self._progress.update(self._task, completed=p.trials_done, total=p.trials_total or None, **fields)
+            self._bar = progress, task
+        progress, task = self._bar
+        progress.update(task, completed=p.trials_done, total=p.trials_total or None, status=status, detail=detail)
 
     def finish(self) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-            self._progress = None
+        if self._bar is not None:
+            self._bar[0].stop()
+            self._bar = None
