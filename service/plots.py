@@ -9,12 +9,13 @@ from __future__ import annotations
 import io
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FixedLocator, NullLocator, PercentFormatter
+from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator, PercentFormatter
 
 PLOT_KINDS = ("per-class", "curves", "shots", "calibration")
 FORMATS = ("png", "svg")
@@ -39,6 +40,11 @@ GROUP_SHADES = {"many": "#4c72b0", "medium": "#dd8452", "few": "#c44e52"}
 MANY_THRESHOLD, FEW_THRESHOLD = 100, 20  # fallback when the result has no shot_groups
 
 
+# A JobResult, or a part of one (a trial, an epoch's metrics), as JSON data: the stored result or a running job's
+# partial one, read defensively (a partial result lacks sections, an older one has fewer keys).
+_Json = dict[str, Any]
+
+
 class NoFinishedTrials(Exception):
     """The result has no trial with at least one epoch of metrics: there is nothing to draw yet."""
 
@@ -56,20 +62,20 @@ def _num(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _trials(result: dict) -> list[dict]:
+def _trials(result: _Json) -> list[_Json]:
     return [t for t in result.get("trials") or [] if isinstance(t, dict)]
 
 
-def _has_metrics(trial: dict) -> bool:
+def _has_metrics(trial: _Json) -> bool:
     return any(isinstance(h, dict) for h in trial.get("history") or [])
 
 
-def _is_control(trial: dict, result: dict) -> bool:
+def _is_control(trial: _Json, result: _Json) -> bool:
     control_id = result.get("control_trial_id")
     return bool(trial.get("is_control")) or (control_id is not None and trial.get("trial_id") == control_id)
 
 
-def _metric(result: dict) -> tuple[str, Literal["max", "min"]]:
+def _metric(result: _Json) -> tuple[str, Literal["max", "min"]]:
     """The result's metric (``balanced_accuracy`` when missing) and its mode (``max`` unless ``min``)."""
     metric = result.get("metric")
     return (metric if isinstance(metric, str) and metric else "balanced_accuracy"), (
@@ -77,7 +83,7 @@ def _metric(result: dict) -> tuple[str, Literal["max", "min"]]:
     )
 
 
-def _best_metrics(trial: dict, result: dict) -> dict | None:
+def _best_metrics(trial: _Json, result: _Json) -> _Json | None:
     """The full metrics dict of a trial's best epoch (falling back to the last epoch, then to its history)."""
     best = trial.get("best")
     if isinstance(best, dict) and isinstance(best.get("metrics"), dict):
@@ -91,7 +97,7 @@ def _best_metrics(trial: dict, result: dict) -> dict | None:
     return (max if mode == "max" else min)(rows, key=lambda h: h[metric])
 
 
-def _best_value(trial: dict, result: dict) -> float | None:
+def _best_value(trial: _Json, result: _Json) -> float | None:
     best = trial.get("best")
     if isinstance(best, dict) and _num(best.get("value")) is not None:
         return _num(best["value"])
@@ -99,20 +105,28 @@ def _best_value(trial: dict, result: dict) -> float | None:
     return _num(metrics.get(_metric(result)[0])) if metrics else None
 
 
+class _LineStyle(TypedDict):
+    """The keyword arguments of ``Axes.plot`` that draw a series."""
+
+    color: str
+    linestyle: str
+    linewidth: float
+
+
 class _Series:
     """One line in a figure: a loss branch (through its best trial) or the control."""
 
-    def __init__(self, label: str, color: str, trial: dict, metrics: dict, is_control: bool) -> None:
+    def __init__(self, label: str, color: str, trial: _Json, metrics: _Json, is_control: bool) -> None:
         self.label, self.color, self.trial, self.metrics, self.is_control = label, color, trial, metrics, is_control
 
     @property
-    def style(self) -> dict:
+    def style(self) -> _LineStyle:
         if self.is_control:
             return {"color": self.color, "linestyle": "--", "linewidth": 1.8}
         return {"color": self.color, "linestyle": "-", "linewidth": 1.8}
 
 
-def _branch_keys(result: dict) -> list[tuple[int | None, str]]:
+def _branch_keys(result: _Json) -> list[tuple[int | None, str]]:
     """The loss branches (branch_index, branch name) of the result, control excluded, in branch order."""
     keys: dict[tuple[int | None, str], None] = {}
     for b in result.get("branches") or []:
@@ -124,22 +138,22 @@ def _branch_keys(result: dict) -> list[tuple[int | None, str]]:
     return sorted(keys, key=lambda k: (k[0] is None, k[0] if k[0] is not None else 0, k[1]))
 
 
-def _labels(result: dict) -> dict[tuple[int | None, str], str]:
+def _labels(result: _Json) -> dict[tuple[int | None, str], str]:
     keys = _branch_keys(result)
     names = [name for _, name in keys]
     return {(idx, name): (name if names.count(name) == 1 else f"{name} #{idx}") for idx, name in keys}
 
 
-def _colors(result: dict) -> dict[tuple[int | None, str], str]:
+def _colors(result: _Json) -> dict[tuple[int | None, str], str]:
     """One colour per loss branch, the same in every figure of a result (assigned in branch order)."""
     return {key: PALETTE[i % len(PALETTE)] for i, key in enumerate(_branch_keys(result))}
 
 
-def _trial_key(trial: dict) -> tuple[int | None, str]:
+def _trial_key(trial: _Json) -> tuple[int | None, str]:
     return (trial.get("branch_index"), str(trial.get("branch")))
 
 
-def _series(result: dict) -> list[_Series]:
+def _series(result: _Json) -> list[_Series]:
     """The best trial of each loss branch that has metrics, plus the control (last), as figure series."""
     trials = _trials(result)
     by_id = {t.get("trial_id"): t for t in trials}
@@ -173,7 +187,7 @@ def _series(result: dict) -> list[_Series]:
     return out
 
 
-def _control_label(trial: dict) -> str:
+def _control_label(trial: _Json) -> str:
     """``control (ce)``: the control trial's branch is ``control`` (jobs.tune) or the loss name."""
     config = trial.get("config")
     loss = config.get("loss") if isinstance(config, dict) else None
@@ -182,7 +196,7 @@ def _control_label(trial: dict) -> str:
     return f"control ({name})"
 
 
-def _check_finished(result: dict) -> None:
+def _check_finished(result: _Json) -> None:
     if not isinstance(result, dict) or not any(_has_metrics(t) for t in _trials(result)):
         raise NoFinishedTrials("no trial has reported an epoch of metrics yet")
 
@@ -191,7 +205,7 @@ def _pretty(metric: str) -> str:
     return metric.replace("_", " ")
 
 
-def _title(result: dict, what: str) -> str:
+def _title(result: _Json, what: str) -> str:
     name = result.get("job_name")
     dataset = (result.get("dataset") or {}).get("name")
     parts = [str(p) for p in (name, dataset) if p]
@@ -203,7 +217,7 @@ def _title(result: dict, what: str) -> str:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _new_figure(nrows: int = 1, height_ratios: list[float] | None = None) -> tuple[Figure, list]:
+def _new_figure(nrows: int = 1, height_ratios: list[float] | None = None) -> tuple[Figure, list[Axes]]:
     fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     kw = {"height_ratios": height_ratios} if height_ratios else {}
@@ -211,13 +225,13 @@ def _new_figure(nrows: int = 1, height_ratios: list[float] | None = None) -> tup
     return fig, list(axes)
 
 
-def _empty(ax, message: str) -> None:
+def _empty(ax: Axes, message: str) -> None:
     ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, fontsize=12, color="0.35")
     ax.set_xticks([])
     ax.set_yticks([])
 
 
-def _shot_groups(result: dict, counts: list[float]) -> dict[str, list[int]]:
+def _shot_groups(result: _Json, counts: list[float]) -> dict[str, list[int]]:
     groups = (result.get("dataset") or {}).get("shot_groups")
     if isinstance(groups, dict) and any(groups.get(g) for g, _ in GROUPS):
         return {g: [int(k) for k in groups.get(g) or [] if 0 <= int(k) < len(counts)] for g, _ in GROUPS}
@@ -228,7 +242,7 @@ def _shot_groups(result: dict, counts: list[float]) -> dict[str, list[int]]:
     }
 
 
-def _plot_per_class(fig: Figure, ax, result: dict) -> None:
+def _plot_per_class(fig: Figure, ax: Axes, result: _Json) -> None:
     dataset = result.get("dataset") or {}
     raw_counts = [_num(c) for c in dataset.get("class_counts") or []]
     counts = [c for c in raw_counts if c is not None]
@@ -272,7 +286,7 @@ def _plot_per_class(fig: Figure, ax, result: dict) -> None:
 
     for s in series:
         pca = s.metrics["per_class_accuracy"]
-        pts = [(xs[i], _num(pca[i])) for i in order if i < len(pca) and _num(pca[i]) is not None]
+        pts = [(xs[i], v) for i in order if i < len(pca) and (v := _num(pca[i])) is not None]
         if not pts:
             continue
         ax.plot(
@@ -304,7 +318,14 @@ def _plot_per_class(fig: Figure, ax, result: dict) -> None:
     ax.legend(loc="lower left", fontsize=9, framealpha=0.9)
 
 
-def _per_class_by_index(ax, series: list[_Series]) -> None:
+def _integer_ticks(ax: Axes) -> None:
+    """Whole numbers only on the x axis (epochs, class indices), keeping matplotlib's default tick placement."""
+    locator = ax.xaxis.get_major_locator()
+    if isinstance(locator, MaxNLocator):  # the default AutoLocator is one; the base Locator takes no parameters
+        locator.set_params(integer=True)
+
+
+def _per_class_by_index(ax: Axes, series: list[_Series]) -> None:
     """A partial result has no dataset section yet (no training counts): plot against the class index."""
     for s in series:
         pts = [(i, v) for i, a in enumerate(s.metrics["per_class_accuracy"]) if (v := _num(a)) is not None]
@@ -313,13 +334,13 @@ def _per_class_by_index(ax, series: list[_Series]) -> None:
     ax.set_xlabel("class index (training counts are known once the job has finished)")
     ax.set_ylabel("test accuracy (best epoch)")
     ax.set_ylim(-0.02, 1.02)
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    _integer_ticks(ax)
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(loc="lower left", fontsize=9, framealpha=0.9)
 
 
-def _plot_curves(fig: Figure, ax, result: dict) -> None:
+def _plot_curves(fig: Figure, ax: Axes, result: _Json) -> None:
     metric, mode = _metric(result)
     colors, labels = _colors(result), _labels(result)
     best_id = (result.get("best_trial") or {}).get("trial_id")
@@ -338,11 +359,8 @@ def _plot_curves(fig: Figure, ax, result: dict) -> None:
     seen: dict[str, Line2D] = {}
     for t in sorted(trials, key=lambda t: t.get("trial_id") == best_id):  # the best trial drawn last, on top
         rows = [h for h in t.get("history") or [] if isinstance(h, dict)]
-        pts = [
-            (_num(h.get("epoch")) if _num(h.get("epoch")) is not None else j + 1, _num(h.get(metric)))
-            for j, h in enumerate(rows)
-        ]
-        pts = [p for p in pts if p[1] is not None]
+        epochs = [e if (e := _num(h.get("epoch"))) is not None else j + 1 for j, h in enumerate(rows)]
+        pts = [(x, y) for x, h in zip(epochs, rows, strict=True) if (y := _num(h.get(metric))) is not None]
         if not pts:
             continue
         drew_any = True
@@ -361,8 +379,7 @@ def _plot_curves(fig: Figure, ax, result: dict) -> None:
             markersize=5,
             zorder=4 if is_best else 2,
         )
-        val_pts = [(x, _num(h.get(val_key))) for x, h in zip([p[0] for p in pts], rows, strict=False)]
-        val_pts = [p for p in val_pts if p[1] is not None]
+        val_pts = [(x, y) for x, h in zip(xs, rows, strict=False) if (y := _num(h.get(val_key))) is not None]
         if val_pts:  # the split every choice is made on, beside the one reported
             ax.plot(
                 [p[0] for p in val_pts],
@@ -373,9 +390,9 @@ def _plot_curves(fig: Figure, ax, result: dict) -> None:
                 alpha=0.9 if is_best else 0.6,
                 zorder=3 if is_best else 1,
             )
-        selected = t.get("selected") if isinstance(t.get("selected"), dict) else None
-        if is_best and selected and _num(selected.get("epoch")) is not None:
-            epoch = _num(selected["epoch"])
+        selected = t.get("selected")
+        epoch = _num(selected.get("epoch")) if isinstance(selected, dict) else None
+        if is_best and epoch is not None:
             at = [y for x, y in pts if x == epoch]
             if at:
                 selected_any = True
@@ -408,11 +425,11 @@ def _plot_curves(fig: Figure, ax, result: dict) -> None:
     ax.legend(handles, names, loc="lower right" if mode == "max" else "upper right", fontsize=9, framealpha=0.9)
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"{_pretty(metric)} ({'higher' if mode == 'max' else 'lower'} is better)")
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    _integer_ticks(ax)
     ax.grid(True, alpha=0.3)
 
 
-def _plot_shots(fig: Figure, ax, result: dict) -> None:
+def _plot_shots(fig: Figure, ax: Axes, result: _Json) -> None:
     series = _series(result)
     ax.set_title(_title(result, "Shot-group test accuracy, best trial of each branch vs control"), fontsize=11)
     keys = [(g, f"{g}_shot_accuracy", label) for g, label in GROUPS]
@@ -431,8 +448,11 @@ def _plot_shots(fig: Figure, ax, result: dict) -> None:
                 ys.append(v)
         if not xs:
             continue
-        style = {"color": "white", "edgecolor": "black", "hatch": "//"} if s.is_control else {"color": s.color}
-        bars = ax.bar(xs, ys, width * 0.92, label=s.label, linewidth=1.0, zorder=2, **style)
+        # The control hatched white on black, a branch filled with its colour (matplotlib's default edge, no hatch).
+        color, edgecolor, hatch = ("white", "black", "//") if s.is_control else (s.color, None, None)
+        bars = ax.bar(
+            xs, ys, width * 0.92, label=s.label, linewidth=1.0, zorder=2, color=color, edgecolor=edgecolor, hatch=hatch
+        )
         if n <= 8:
             ax.bar_label(bars, labels=[f"{y:.0%}" for y in ys], fontsize=7, padding=1.5, rotation=90 if n > 4 else 0)
     ax.set_xticks(range(len(present)))
@@ -445,7 +465,7 @@ def _plot_shots(fig: Figure, ax, result: dict) -> None:
     ax.legend(loc="upper right", fontsize=9, ncols=min(n, 3), framealpha=0.9)
 
 
-def _plot_calibration(fig: Figure, axes: list, result: dict) -> None:
+def _plot_calibration(fig: Figure, axes: list[Axes], result: _Json) -> None:
     ax, ax_count = axes
     series = [s for s in _series(result) if isinstance(s.metrics.get("reliability"), dict)]
     ax.set_title(_title(result, "Reliability diagram, best trial of each branch (best epoch)"), fontsize=11)
@@ -490,7 +510,7 @@ def _plot_calibration(fig: Figure, axes: list, result: dict) -> None:
     ax_count.grid(True, alpha=0.3)
 
 
-def _figure(kind: str, result: dict) -> Figure:
+def _figure(kind: str, result: _Json) -> Figure:
     if kind == "calibration":
         fig, axes = _new_figure(2, height_ratios=[3.2, 1])
         _plot_calibration(fig, axes, result)
@@ -500,7 +520,7 @@ def _figure(kind: str, result: dict) -> Figure:
     return fig
 
 
-def render_plot(kind: str, result: dict, fmt: Literal["png", "svg"] = "png") -> bytes:
+def render_plot(kind: str, result: dict[str, Any], fmt: Literal["png", "svg"] = "png") -> bytes:
     """Render one figure of a (possibly partial) JobResult as PNG or SVG bytes.
 
     Raises ``ValueError`` for an unknown kind or format and ``NoFinishedTrials`` when no trial has reported an
@@ -520,7 +540,7 @@ def render_plot(kind: str, result: dict, fmt: Literal["png", "svg"] = "png") -> 
     return buf.getvalue()
 
 
-def render_all(result: dict, out_dir: str | Path, fmt: Literal["png", "svg"] = "png") -> list[Path]:
+def render_all(result: dict[str, Any], out_dir: str | Path, fmt: Literal["png", "svg"] = "png") -> list[Path]:
     """Write ``<kind>.<fmt>`` for every plot kind into ``out_dir`` (created if missing); return the paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
