@@ -379,7 +379,8 @@ def _plot_curves(fig: Figure, ax: Axes, result: _Json) -> None:
             markersize=5,
             zorder=4 if is_best else 2,
         )
-        val_pts = [(x, y) for x, h in zip(xs, rows, strict=False) if (y := _num(h.get(val_key))) is not None]
+        # each validation point at its own row's epoch (a row without the test metric has no point in ``xs``)
+        val_pts = [(x, y) for x, h in zip(epochs, rows, strict=True) if (y := _num(h.get(val_key))) is not None]
         if val_pts:  # the split every choice is made on, beside the one reported
             ax.plot(
                 [p[0] for p in val_pts],

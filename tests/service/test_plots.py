@@ -206,3 +206,19 @@ def test_curves_show_validation_beside_test_and_the_selected_epoch(result: dict)
     assert "validation" in legend and "selected epoch (on validation)" in legend
     assert "validation (dotted)" in ax.get_title()
     assert render_plot("curves", result).startswith(PNG_SIGNATURE)
+
+
+def test_a_validation_point_sits_at_its_own_epoch_when_a_row_lacks_the_test_metric(result: dict) -> None:
+    from service import plots
+
+    trial = next(t for t in result["trials"] if t["trial_id"] == result["best_trial"]["trial_id"])
+    rows = trial["history"]
+    assert len(rows) >= 3
+    for h in rows:
+        h["val_balanced_accuracy"] = h["balanced_accuracy"] - 0.03
+    del rows[0]["balanced_accuracy"]  # the first epoch reported validation only
+    result["selected_on"] = "val"
+    ax = plots._figure("curves", result).axes[0]
+    best_val = [ln for ln in ax.get_lines() if ln.get_linestyle() == ":"][-1]  # the best trial is drawn last
+    assert list(best_val.get_xdata()) == [h["epoch"] for h in rows]
+    assert list(best_val.get_ydata()) == [h["val_balanced_accuracy"] for h in rows]
