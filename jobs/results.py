@@ -11,6 +11,10 @@ How a result is chosen (``JobSpec.evaluation``):
   and standard deviation over those seeds, and the **gain**: the mean of the paired differences against the control
   run with the same seed (positive = better in the metric's mode), its standard deviation and a 95% Student-t
   confidence interval (n - 1 degrees of freedom; null for a single pair). ``significant``: the interval excludes 0.
+- The **control** (``control_summary``) is reported as a branch row is: its config with the best mean selection
+  metric, the test metric's mean and standard deviation over its seeds, the metrics' mean over the seeds and each
+  seed's selected epoch (no gain: it is the reference). ``control_posthoc`` ("CE + post-hoc LA") carries a gain over
+  the raw control and ``significant`` by the branches' rule.
 - ``best_trial`` is the trial with the best selection metric.
 
 ``ResultCollector`` folds the events of a search into the JobResult (the job driver uses it while Tune runs);
@@ -149,6 +153,45 @@ class BestTrial(_Model):
     seed: int | None = None
 
 
+class PosthocSummary(_Model):
+    """A config's post-hoc variant over its seeds (a branch's ``posthoc``, or ``control_posthoc``)."""
+
+    method: str | None = None
+    tau: float | None = Field(None, description="The top seed's tau (chosen on validation).")
+    taus: list[float | None] = Field(default_factory=list, description="Each seed's tau, in seed order.")
+    test_mean: float | None = Field(None, description="The post-hoc test metric's mean over the seeds.")
+    test_std: float | None = None
+    raw_test_mean: float | None = Field(None, description="The same trials' raw test metric, mean over the seeds.")
+    gain_vs_raw: float | None = Field(None, description="Mean of the paired differences with the same trial's raw.")
+    gain: float | None = Field(None, description="Mean paired difference against the raw control's same seed.")
+    gain_ci95: tuple[float, float] | None = Field(None, description="Student t, n - 1 df; null for one pair.")
+    gain_std: float | None = None
+    significant: bool = Field(
+        False, description="The gain's interval excludes 0 (as a branch's); false in a result stored without it."
+    )
+    n_seeds: int = 0
+    n_pairs: int = 0
+    metrics: dict[str, Any] = Field(default_factory=dict, description="The post-hoc test metrics, mean over seeds.")
+
+
+class ControlSummary(_Model):
+    """The control's config over its seeds, reported as a branch row reports its own (it is the reference: no gain)."""
+
+    config_id: str | None = Field(None, description="The control's config with the best mean selection metric.")
+    n_seeds: int = 0
+    trial_ids: list[str] = Field(default_factory=list, description="The config's seeds' trials, in seed order.")
+    val_mean: float | None = None
+    test_mean: float | None = None
+    test_std: float | None = None
+    best_metrics: dict[str, Any] | None = Field(
+        None,
+        description="The metrics at the selected epoch, mean over the seeds (the keys a branch's best_metrics has).",
+    )
+    seed_epochs: list[int] = Field(
+        default_factory=list, description="The selected epoch of each of the control's seeds, in seed order."
+    )
+
+
 class BranchResult(_Model):
     branch: str
     branch_index: int
@@ -180,7 +223,7 @@ class BranchResult(_Model):
     seed_epochs: list[int] = Field(
         default_factory=list, description="The selected epoch of each of the config's seeds, in seed order."
     )
-    posthoc: dict[str, Any] | None = Field(
+    posthoc: PosthocSummary | None = Field(
         None,
         description="The config's post-hoc variant (the top seed's method and tau): test mean of the metric over its "
         "seeds, gain_vs_raw (paired with the same trial's raw figure) and gain vs the raw control (same seed).",
@@ -202,7 +245,10 @@ class JobResult(_Model):
     best_trial: BestTrial | None = None
     control_trial_id: str | None = None
     control_config_id: str | None = None
-    control_posthoc: dict[str, Any] | None = Field(
+    control_summary: ControlSummary | None = Field(
+        None, description="The control over its seeds (null without a control, and in a result of an older driver)."
+    )
+    control_posthoc: PosthocSummary | None = Field(
         None, description='"CE + post-hoc LA": the control with logit adjustment (tau chosen on validation).'
     )
     branches: list[BranchResult] = Field(default_factory=list)
@@ -343,6 +389,7 @@ def _posthoc_row(
     by_seed = control_by_seed or {}
     pairs = [(v, by_seed[t.get("seed")]) for t, v in values if t.get("seed") in by_seed]
     vs_control = [_gain(v, c["best"]["value"], mode) for v, c in pairs]
+    ci = student_t_ci95(vs_control) if vs_control else None
     return {
         "method": method,
         "tau": tau,
@@ -352,12 +399,18 @@ def _posthoc_row(
         "raw_test_mean": _mean([t["best"]["value"] for t, _ in values]),
         "gain_vs_raw": _mean(vs_raw),
         "gain": _mean(vs_control) if vs_control else None,
-        "gain_ci95": student_t_ci95(vs_control) if vs_control else None,
+        "gain_ci95": ci,
+        "significant": _significant(ci),
         "gain_std": statistics.stdev(vs_control) if len(vs_control) > 1 else None,
         "n_seeds": len(values),
         "n_pairs": len(vs_control),
         "metrics": _mean_metrics([block_of(t).get("test") or {} for t, _ in values]),
     }
+
+
+def _significant(ci: tuple[float, float] | None) -> bool:
+    """Whether a gain's 95% interval excludes 0 (false without one)."""
+    return bool(ci is not None and (ci[0] > 0 or ci[1] < 0))
 
 
 def _gain(value: float, control: float, mode: str) -> float:
@@ -377,7 +430,8 @@ def summarize(
     selection_metric: str | None = None,
     epoch: str = "best",
 ) -> dict[str, Any]:
-    """``best_trial``, ``control_trial_id``, ``control_config_id`` and per-branch ``branches``.
+    """``best_trial``, ``control_trial_id``, ``control_config_id``, ``control_summary``, ``control_posthoc`` and
+    per-branch ``branches``.
 
     ``trials`` have ``trial_id``, ``branch``, ``branch_index``, ``is_control``, ``config``, ``config_id``, ``seed``
     and ``history``; with ``metric`` given, each one's ``selected``/``best`` are (re)computed from its history by
@@ -423,8 +477,9 @@ def summarize(
 
     control_all = [t for t in trials if t.get("is_control")]
     control_id, control_seeds = best_group([t for t in scored if t.get("is_control")])
-    control_by_seed = {t.get("seed"): t for t in control_seeds}
     control_first = control_seeds[0] if control_seeds else (control_all[0] if control_all else None)
+    control_seeds = _seed_order(control_seeds)
+    control_by_seed = {t.get("seed"): t for t in control_seeds}
 
     if branches is None:
         seen: dict[int, tuple[str, str]] = {}
@@ -438,9 +493,8 @@ def summarize(
     for index, (key, loss) in indexed:
         own = [t for t in scored if t.get("branch_index") == index and not t.get("is_control")]
         config_id, seeds = best_group(own)
-        seeds = sorted(seeds, key=lambda t: (t.get("seed") is None, t.get("seed") or 0, t["trial_id"]))
-        tests = [t["best"]["value"] for t in seeds]
-        vals = [v for t in seeds if (v := _number(((t.get("selected") or {}).get("val") or {}).get(metric or "")))]
+        seeds = _seed_order(seeds)
+        tests, vals = _tests_and_vals(seeds, metric)
         top = None
         for t in seeds:
             if top is None or is_better(t["score"], top["score"], mode):
@@ -463,17 +517,15 @@ def summarize(
                 "gain": _mean(diffs),
                 "gain_std": statistics.stdev(diffs) if len(diffs) > 1 else None,
                 "gain_ci95": ci,
-                "significant": bool(ci is not None and (ci[0] > 0 or ci[1] < 0)),
+                "significant": _significant(ci),
                 "n_pairs": len(diffs),
                 "best_trial_id": top["trial_id"] if top else None,
                 "best_value": _mean(tests),
                 "best_epoch": top["best"]["epoch"] if top else None,
                 "best_config": top.get("config") if top else None,
                 "control_value": _mean([c["best"]["value"] for _, c in pairs]) if pairs else None,
-                "best_metrics": _mean_metrics([_metrics_only(t["best"].get("metrics") or {}) for t in seeds])
-                if top
-                else None,
-                "seed_epochs": [int(t["best"]["epoch"]) for t in seeds if t["best"].get("epoch") is not None],
+                "best_metrics": _seed_mean_metrics(seeds) if top else None,
+                "seed_epochs": _seed_epochs(seeds),
                 "posthoc": _posthoc_row(seeds, top, metric, mode, control_by_seed),
             }
         )
@@ -481,13 +533,46 @@ def summarize(
     for t in control_seeds:
         if control_top is None or is_better(t["score"], control_top["score"], mode):
             control_top = t
+    control_tests, control_vals = _tests_and_vals(control_seeds, metric)
     return {
         "best_trial": best,
         "control_trial_id": control_first["trial_id"] if control_first else None,
         "control_config_id": control_id,
+        "control_summary": {
+            "config_id": control_id,
+            "n_seeds": len(control_seeds),
+            "trial_ids": [t["trial_id"] for t in control_seeds],
+            "val_mean": _mean(control_vals) if len(control_vals) == len(control_seeds) else None,
+            "test_mean": _mean(control_tests),
+            "test_std": statistics.stdev(control_tests) if len(control_tests) > 1 else None,
+            "best_metrics": _seed_mean_metrics(control_seeds),
+            "seed_epochs": _seed_epochs(control_seeds),
+        }
+        if control_seeds
+        else None,
         "control_posthoc": _posthoc_row(control_seeds, control_top, metric, mode, control_by_seed, la=True),
         "branches": rows,
     }
+
+
+def _seed_order(seeds: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(seeds, key=lambda t: (t.get("seed") is None, t.get("seed") or 0, t["trial_id"]))
+
+
+def _tests_and_vals(seeds: Sequence[dict[str, Any]], metric: str | None) -> tuple[list[float], list[float]]:
+    """The seeds' test metric (``best.value``) and, where they have one, their validation metric."""
+    tests = [t["best"]["value"] for t in seeds]
+    vals = [v for t in seeds if (v := _number(((t.get("selected") or {}).get("val") or {}).get(metric or "")))]
+    return tests, vals
+
+
+def _seed_mean_metrics(seeds: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The metrics at the seeds' selected epochs, mean over the seeds."""
+    return _mean_metrics([_metrics_only(t["best"].get("metrics") or {}) for t in seeds])
+
+
+def _seed_epochs(seeds: Sequence[dict[str, Any]]) -> list[int]:
+    return [int(t["best"]["epoch"]) for t in seeds if t["best"].get("epoch") is not None]
 
 
 # What differs between the repeats of one config; "seed" is how a result stored before the path scheme named it.

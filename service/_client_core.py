@@ -19,7 +19,7 @@ import httpx
 from pydantic import ConfigDict, PrivateAttr, ValidationError
 from tenacity import RetryCallState, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from jobs.results import TrialResult
+from jobs.results import PosthocSummary, TrialResult
 from jobs.spec import JobSpec
 from service.schemas import JobRead, JobResults
 from service.status import JobStatus
@@ -217,16 +217,30 @@ class Results(JobResults):
         rows = []
         control = self.control
         if control is not None and control.get("best"):
-            row = _row("control", control, self.metric, gain=0.0, is_control=True)
-            seeds = [t for t in self.trials if t.get("is_control") and t.get("best")]
-            if len(seeds) > 1:  # the control's figures are its mean over seeds, as the branches' are
-                for key in ("balanced_accuracy", "accuracy", *SHOT_KEYS):
-                    values = [t["best"]["metrics"].get(key) for t in seeds]
-                    if all(isinstance(v, (int, float)) for v in values):
-                        row[key] = sum(values) / len(values)
-            row.update(n_seeds=len(seeds), config=_without_identity(row["config"]))
+            summary = self.control_summary
+            if summary is not None and summary.best_metrics is not None:
+                # The control's figures are its mean over seeds, as the branches' are: the result's control_summary.
+                row = _row("control", control, self.metric, gain=0.0, is_control=True, metrics=summary.best_metrics)
+                row.update(
+                    best_value=summary.test_mean,
+                    test_std=summary.test_std,
+                    n_seeds=summary.n_seeds,
+                    config_id=summary.config_id or row["config_id"],
+                )
+            else:
+                row = _row("control", control, self.metric, gain=0.0, is_control=True)
+                # Fallback for a result stored by an older driver, without control_summary: the mean over the
+                # control trials' selected epochs, computed here.
+                seeds = [t for t in self.trials if t.get("is_control") and t.get("best")]
+                if len(seeds) > 1:
+                    for key in ("balanced_accuracy", "accuracy", *SHOT_KEYS):
+                        values = [t["best"]["metrics"].get(key) for t in seeds]
+                        if all(isinstance(v, (int, float)) for v in values):
+                            row[key] = sum(values) / len(values)
+                row.update(n_seeds=len(seeds))
+            row.update(config=_without_identity(row["config"]))
             rows.append(row)
-            posthoc = self.get("control_posthoc")
+            posthoc = self.control_posthoc
             if posthoc:  # "CE + post-hoc LA": the control's own logit adjustment, tau chosen on validation
                 rows.append(_posthoc_row(posthoc, control, self.metric))
         for b in self.branches:
@@ -261,24 +275,28 @@ SHOT_KEYS = ("many_shot_accuracy", "medium_shot_accuracy", "few_shot_accuracy")
 POSTHOC_LA_BRANCH = "ce+posthoc-la"
 
 
-def _posthoc_row(posthoc: dict[str, Any], control: TrialResult | dict[str, Any], metric: str) -> dict[str, Any]:
+def _posthoc_row(posthoc: PosthocSummary, control: TrialResult | dict[str, Any], metric: str) -> dict[str, Any]:
     """The table row of the control with post-hoc logit adjustment; its gain is over the raw control."""
-    metrics = posthoc.get("metrics") or {}
-    ci = posthoc.get("gain_ci95")
-    row = _row(POSTHOC_LA_BRANCH, control, metric, gain=posthoc.get("gain"), metrics=metrics)
+    metrics = posthoc.metrics
+    ci = posthoc.gain_ci95
+    if "significant" in posthoc.model_fields_set:
+        significant = posthoc.significant
+    else:  # fallback for a result stored by an older driver, without it: the branches' rule, applied here
+        significant = bool(ci and (ci[0] > 0 or ci[1] < 0))
+    row = _row(POSTHOC_LA_BRANCH, control, metric, gain=posthoc.gain, metrics=metrics)
     row.update(
-        best_value=posthoc.get("test_mean"),
-        n_seeds=posthoc.get("n_seeds"),
-        test_std=posthoc.get("test_std"),
-        gain_std=posthoc.get("gain_std"),
+        best_value=posthoc.test_mean,
+        n_seeds=posthoc.n_seeds,
+        test_std=posthoc.test_std,
+        gain_std=posthoc.gain_std,
         gain_ci95_lo=ci[0] if ci else None,
         gain_ci95_hi=ci[1] if ci else None,
-        significant=bool(ci and (ci[0] > 0 or ci[1] < 0)),
-        config={**_without_identity(row["config"]), "posthoc": "logit_adjustment", "tau": posthoc.get("tau")},
+        significant=significant,
+        config={**_without_identity(row["config"]), "posthoc": "logit_adjustment", "tau": posthoc.tau},
         is_posthoc=True,
     )
-    if metric not in metrics and posthoc.get("test_mean") is not None:
-        row[metric] = posthoc["test_mean"]
+    if metric not in metrics and posthoc.test_mean is not None:
+        row[metric] = posthoc.test_mean
     return row
 
 

@@ -301,6 +301,63 @@ def test_gain_sent_by_the_service_is_shown_as_sent(
     assert gains["ldam"][0] == "–" and "gain-neg" in gains["ldam"][1], gains
 
 
+def _control_seed(trial_id: str, value: float) -> dict[str, Any]:
+    return {
+        "trial_id": trial_id,
+        "branch": "control",
+        "is_control": True,
+        "best": {"value": value, "metrics": metrics(value)},
+    }
+
+
+def render_rows(page: Any, base: str, result: dict[str, Any]) -> dict[str, list[str]]:
+    """{branch: the cells' texts} of the results table the page renders for `result`."""
+    body = (
+        "const section = document.createElement('section');"
+        " const ctx = { sections: { results: section }, state: { job: { progress: {}, spec: {} } } };"
+        f" results.renderResults(ctx, {json.dumps(result)}, '');"
+        " return Object.fromEntries([...section.querySelectorAll('tr.branch-row')].map(r =>"
+        "   [r.dataset.branch, [...r.querySelectorAll('td')].map(td => td.textContent)]));"
+    )
+    return evaluate_module(page, base, body)
+
+
+def test_the_control_row_shows_the_services_mean_over_seeds(
+    server: tuple[str, str], browser_page: tuple[Any, list[str]]
+) -> None:
+    base, _ = server
+    page, _ = browser_page
+    # Two control seeds (0.70, 0.60: a mean of 65.0% the page could compute) and the service's summary, which says
+    # otherwise (43.2% over 5 seeds): the page shows the service's figures.
+    result: dict[str, Any] = {
+        "metric": "balanced_accuracy",
+        "mode": "max",
+        "control_trial_id": "c0",
+        "trials": [_control_seed("c0", 0.70), _control_seed("c1", 0.60)],
+        "branches": [],
+        "control_summary": {
+            "n_seeds": 5,
+            "test_mean": 0.4321,
+            "best_metrics": {"balanced_accuracy": 0.4321, "few_shot_accuracy": 0.1234},
+        },
+        "control_posthoc": {"method": "logit_adjustment", "tau": 1.0, "test_mean": 0.7, "gain": 0.02, "n_seeds": 5},
+    }
+    # significant as the service says, although the interval sent includes 0
+    result["control_posthoc"] |= {"gain_ci95": [-0.01, 0.05], "significant": True, "metrics": {}}
+    rows = render_rows(page, base, result)
+    control = rows["control (ce)"]
+    assert control[1] == "43.2%" and control[4] == "12.3%" and control[6] == "5", control
+    posthoc = next(cells for branch, cells in rows.items() if branch.startswith("CE + post-hoc LA"))
+    assert posthoc[0].startswith("CE + post-hoc LA") and "✓" in posthoc[5], posthoc
+    # A result stored by an older driver (no control_summary, no significant): the page's own mean and rule.
+    del result["control_summary"], result["control_posthoc"]["significant"]
+    rows = render_rows(page, base, result)
+    control = rows["control (ce)"]
+    assert control[1] == "65.0%" and control[6] == "2", control
+    posthoc = next(cells for branch, cells in rows.items() if branch.startswith("CE + post-hoc LA"))
+    assert "✓" not in posthoc[5], posthoc
+
+
 def test_parameter_paths_and_events_in_the_modules(
     server: tuple[str, str], browser_page: tuple[Any, list[str]]
 ) -> None:

@@ -213,3 +213,39 @@ def test_checkpoint_score_breaks_ties_towards_the_earlier_epoch_as_selection_doe
     assert checkpoint_score(early, "m", "min") < checkpoint_score(late, "m", "min")
     assert checkpoint_score({"epoch": 9, "m": 0.8 + 1e-6}, "m", "max") > checkpoint_score(early, "m", "max")
     assert math.isnan(checkpoint_score({"epoch": 1}, "m")) and math.isnan(checkpoint_score(early, None))
+
+
+@pytest.mark.parametrize(
+    "lifts, significant",
+    [([0.10, 0.11, 0.09], True), ([0.10, -0.10, 0.02], False), ([0.10], False)],
+)
+def test_control_posthoc_says_whether_its_gain_is_significant_by_the_branches_rule(lifts, significant):
+    from scipy import stats
+
+    from jobs.results import JobResult, summarize
+
+    trials = [
+        {
+            "trial_id": f"c{seed}",
+            "branch": "control",
+            "branch_index": None,
+            "is_control": True,
+            "config": {},
+            "config_id": "c",
+            "seed": seed,
+            "history": [_row(1, 0.5, 0.5 + 0.01 * seed, 0.6, 0.5 + 0.01 * seed + lift, 1.0)],
+        }
+        for seed, lift in enumerate(lifts)
+    ]
+    out = summarize(trials, "max", [], metric="balanced_accuracy", selection_metric="val_balanced_accuracy")
+    control = out["control_posthoc"]
+    assert control["gain"] == pytest.approx(np.mean(lifts)) and control["n_pairs"] == len(lifts)
+    if len(lifts) > 1:
+        lo, hi = stats.t.interval(0.95, len(lifts) - 1, loc=np.mean(lifts), scale=stats.sem(lifts))
+        assert control["gain_ci95"] == (pytest.approx(lo), pytest.approx(hi))
+        assert bool(lo > 0 or hi < 0) is significant
+    assert control["significant"] is significant
+    # typed and published: the model carries it, and so does its JSON schema
+    result = JobResult.model_validate({"job_name": "j", "metric": "balanced_accuracy", "mode": "max", **out})
+    assert result.control_posthoc is not None and result.control_posthoc.significant is significant
+    assert "significant" in JobResult.model_json_schema()["$defs"]["PosthocSummary"]["properties"]

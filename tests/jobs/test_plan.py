@@ -431,3 +431,42 @@ def test_a_config_stored_before_the_path_scheme_still_gives_the_trials_seed():
     assert trial_identity({"config_id": "focal/0", "train.seed": 3}) == {"config_id": "focal/0", "seed": 3}
     assert trial_identity({"config_id": "focal/0", "seed": 2}) == {"config_id": "focal/0", "seed": 2}
     assert trial_identity(None) == {"config_id": None, "seed": None}
+
+
+@pytest.mark.parametrize("n_seeds", [1, 3])
+def test_the_control_summary_is_the_controls_mean_over_its_seeds(n_seeds):
+    s = spec(losses=[{"name": "focal"}], tune={"repeats": n_seeds})
+    c = ResultCollector(s)
+    # (val, test) per epoch; each seed selects a different epoch on validation
+    control = {
+        0: [(0.5, 0.50), (0.8, 0.61), (0.7, 0.90)],
+        1: [(0.9, 0.42), (0.6, 0.55), (0.7, 0.80)],
+        2: [(0.5, 0.47), (0.6, 0.52), (0.8, 0.58)],
+    }
+    for seed in range(n_seeds):
+        _run(c, f"c{seed}", "control", -1, "control/0", seed, control[seed])
+        _run(c, f"f{seed}", "focal", 0, "focal/0", seed, [(0.5, 0.6)])
+    r = c.result()
+    selected = [max(range(3), key=lambda e, seed=seed: control[seed][e][0]) for seed in range(n_seeds)]
+    vals = [control[seed][e][0] for seed, e in zip(range(n_seeds), selected, strict=True)]
+    tests = [control[seed][e][1] for seed, e in zip(range(n_seeds), selected, strict=True)]
+    summary = r["control_summary"]
+    assert summary["n_seeds"] == n_seeds and summary["config_id"] == "control/0"
+    assert summary["trial_ids"] == [f"c{seed}" for seed in range(n_seeds)]
+    assert summary["seed_epochs"] == [e + 1 for e in selected] == [2, 1, 3][:n_seeds]
+    assert summary["test_mean"] == pytest.approx(np.mean(tests))
+    assert summary["val_mean"] == pytest.approx(np.mean(vals))
+    assert summary["test_std"] == (pytest.approx(np.std(tests, ddof=1)) if n_seeds > 1 else None)
+    # the same keys a branch's best_metrics averages, each the mean over the seeds
+    assert set(summary["best_metrics"]) == set(r["branches"][0]["best_metrics"])
+    assert summary["best_metrics"]["balanced_accuracy"] == pytest.approx(np.mean(tests))
+    assert summary["best_metrics"]["accuracy"] == pytest.approx(np.mean(tests))
+    assert summary["best_metrics"]["val_balanced_accuracy"] == pytest.approx(np.mean(vals))
+    # the branches' control_value is the same mean, paired by seed
+    assert r["branches"][0]["control_value"] == pytest.approx(summary["test_mean"])
+
+
+def test_no_control_no_control_summary():
+    c = ResultCollector(spec(losses=[{"name": "focal"}], tune={"control": False}))
+    _run(c, "f0", "focal", 0, "focal/0", 0, [(0.5, 0.6)])
+    assert c.result()["control_summary"] is None

@@ -455,6 +455,35 @@ def test_results_table_shows_the_gain_with_its_spread_ci_seeds_and_significance(
     assert float(rows["focal"]["gain_ci95_lo"]) == pytest.approx(lo) and rows["focal"]["n_seeds"] == "2"
 
 
+def test_results_show_the_servers_control_figures(server: LiveServer, capsys) -> None:
+    """The control row is the result's control_summary and the post-hoc row its significant, as the server sent them,
+    not a mean or a rule the CLI applies to the trials (both would give other figures here)."""
+    from jobs.results import ResultCollector
+    from tests.service.test_client import _repeats_events
+
+    job_id = submit(server, tune={"repeats": 2}, train={"epochs": 3})
+    spec = JobSpec.model_validate(tiny_spec(tune={"repeats": 2}, train={"epochs": 3}))
+    collector = ResultCollector(spec, {"name": "digits_lt"})
+    for e in _repeats_events():
+        collector.apply(e)
+    result = collector.result()
+    assert result["control_summary"]["n_seeds"] == 2
+    result["control_summary"]["n_seeds"] = 5
+    result["control_summary"]["best_metrics"] |= {"balanced_accuracy": 0.4321, "few_shot_accuracy": 0.1234}
+    result["control_posthoc"] = {"method": "logit_adjustment", "tau": 1.5, "test_mean": 0.7, "gain": 0.02}
+    result["control_posthoc"] |= {"gain_ci95": [-0.01, 0.05], "significant": True, "n_seeds": 2, "n_pairs": 2}
+    server.finish(job_id, result)
+    code, out, _ = run(capsys, "--url", server.url, "results", job_id)
+    assert code == 0
+    control = next(line for line in out.splitlines() if line.startswith("control (ce)"))
+    assert " 43.2 " in control and " 12.3 " in control and " 5 " in control, control
+    assert any(line.startswith("CE + post-hoc LA (tau 1.5) !") for line in out.splitlines()), out
+    code, out, _ = run(capsys, "--url", server.url, "results", job_id, "--csv")
+    rows = {r["branch"]: r for r in csv.DictReader(io.StringIO(out))}
+    assert float(rows["control"]["balanced_accuracy"]) == 0.4321 and rows["control"]["n_seeds"] == "5"
+    assert rows["ce+posthoc-la"]["significant"] == "True"
+
+
 def test_results_selected_on_test_are_labelled(server: LiveServer, capsys) -> None:
     job_id, result = _finish_with_repeats(server, selection="test")
     assert result["selected_on"] == "test"

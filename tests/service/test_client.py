@@ -513,6 +513,8 @@ def test_the_job_result_round_trips_through_the_store_the_rest_payload_and_the_c
     partial = client.results(job.id)
     assert not partial.complete and partial.dataset is None
     assert partial.raw["branches"] == expected["branches"]
+    assert partial.raw["control_summary"] == expected["control_summary"] and expected["control_summary"]["n_seeds"] == 2
+    assert partial.raw["control_posthoc"] == expected["control_posthoc"]
     for mine, theirs in zip(
         sorted(partial.raw["trials"], key=lambda t: t["trial_id"]),
         sorted(expected["trials"], key=lambda t: t["trial_id"]),
@@ -543,7 +545,70 @@ def test_the_job_result_round_trips_through_the_store_the_rest_payload_and_the_c
         schema["BranchResult"]["properties"]
     )
     assert {"seed", "config_id", "selected"} <= set(schema["TrialResult"]["properties"])
-    assert {"selected_on", "repeats"} <= set(schema["JobResults"]["properties"])
+    assert {"selected_on", "repeats", "control_summary", "control_posthoc"} <= set(schema["JobResults"]["properties"])
+    assert {"n_seeds", "test_mean", "best_metrics", "seed_epochs"} <= set(schema["ControlSummary"]["properties"])
+    assert "significant" in schema["PosthocSummary"]["properties"]
+
+
+# -- the control row: the server's figures, a fallback for older results ----------------------------------------
+def _with_control_seeds() -> dict[str, Any]:
+    """The fixture with a second control seed (its metrics 0.1 lower): what the control's mean is over."""
+    result = json.loads(FIXTURE.read_text())
+    control = next(t for t in result["trials"] if t["trial_id"] == result["control_trial_id"])
+    second = json.loads(json.dumps(control)) | {"trial_id": "control_seed1"}
+    second["best"]["metrics"] = {
+        k: v - 0.1 if isinstance(v, float) else v for k, v in second["best"]["metrics"].items()
+    }
+    result["trials"].append(second)
+    return result
+
+
+def _payload(result: dict[str, Any]) -> Results:
+    return Results.from_payload({"job_id": "j", "status": "succeeded", "complete": True, **result})
+
+
+def test_the_control_row_shows_the_servers_mean_over_seeds_and_significance() -> None:
+    result = _with_control_seeds()
+    # The server's figures differ from what the client would compute from the trials (the mean of the two seeds):
+    # the row must show the server's.
+    server_metrics = {
+        "balanced_accuracy": 0.4321,
+        "accuracy": 0.4444,
+        "many_shot_accuracy": 0.5,
+        "few_shot_accuracy": 0.3,
+    }
+    result["control_summary"] |= {"n_seeds": 7, "test_mean": 0.4321, "test_std": 0.01, "best_metrics": server_metrics}
+    # significant by the server although the interval sent includes 0: the client reads it, it does not recompute it
+    result["control_posthoc"] = {"method": "logit_adjustment", "tau": 1.0, "test_mean": 0.8, "gain": 0.02}
+    result["control_posthoc"] |= {"gain_ci95": [-0.01, 0.05], "significant": True, "n_seeds": 7, "metrics": {}}
+    rows = _payload(result).rows()
+    control, posthoc = rows[0], rows[1]
+    assert control["is_control"] and control["n_seeds"] == 7 and control["best_value"] == 0.4321
+    assert control["balanced_accuracy"] == 0.4321 and control["accuracy"] == 0.4444
+    assert control["many_shot_accuracy"] == 0.5 and control["medium_shot_accuracy"] is None
+    assert control["test_std"] == 0.01
+    assert posthoc["is_posthoc"] and posthoc["significant"] is True and posthoc["n_seeds"] == 7
+
+
+def test_a_result_stored_without_the_control_summary_still_reads_and_falls_back() -> None:
+    """A result of an older driver: no control_summary, control_posthoc without significant."""
+    from jobs.results import JobResult
+
+    result = _with_control_seeds()
+    del result["control_summary"]
+    result["control_posthoc"] = {"method": "logit_adjustment", "tau": 1.0, "test_mean": 0.8, "gain": 0.02}
+    result["control_posthoc"] |= {"gain_ci95": [0.01, 0.05], "n_seeds": 2, "metrics": {}}
+    assert JobResult.model_validate(result).control_summary is None
+    rows = _payload(result).rows()
+    control, posthoc = rows[0], rows[1]
+    seeds = [t for t in result["trials"] if t["is_control"]]
+    assert control["n_seeds"] == 2
+    assert control["balanced_accuracy"] == pytest.approx(
+        sum(t["best"]["metrics"]["balanced_accuracy"] for t in seeds) / 2
+    )
+    assert posthoc["significant"] is True  # the interval excludes 0: the branches' rule, applied by the client
+    result["control_posthoc"]["gain_ci95"] = [-0.01, 0.05]
+    assert _payload(result).rows()[1]["significant"] is False
 
 
 # -- one implementation -------------------------------------------------------------------------------------------

@@ -139,26 +139,36 @@ function trialBranchRows(trials, result, controlValue, mode) {
     }));
 }
 
-/** The control's row, then its post-hoc variant ("CE + post-hoc LA") when the result has one. */
-function controlRows(trials, control, result, controlValue) {
-  const controlBest = control.best;
+/**
+ * The control's figures over its seeds ({seeds, metrics, value}), as the service sends them (`control_summary`).
+ * Fallback for a result stored by an older driver, without it: the mean over the control trials, computed here.
+ */
+function controlFigures(trials, control, summary) {
+  if (summary && summary.best_metrics && isNum(summary.n_seeds)) {
+    return {
+      seeds: summary.n_seeds || null,
+      metrics: summary.best_metrics,
+      value: isNum(summary.test_mean) ? summary.test_mean : control.best.value,
+    };
+  }
   const seeds = trials.filter((t) => t && t.is_control && t.best && t.best.metrics && isNum(t.best.value));
-  // With repeats the control's figures are its mean over seeds, as the branches' are (the result has no
-  // per-seed mean of the control's metrics).
-  const metrics = { ...(controlBest.metrics || {}) };
+  const metrics = { ...(control.best.metrics || {}) };
   if (seeds.length > 1) {
     for (const key of SHOWN_METRICS) {
       const values = seeds.map((t) => t.best.metrics[key]);
       if (values.every(isNum)) metrics[key] = values.reduce((a, b) => a + b, 0) / values.length;
     }
   }
+  return { seeds: seeds.length || null, metrics, value: control.best.value };
+}
+
+/** The control's row, then its post-hoc variant ("CE + post-hoc LA") when the result has one. */
+function controlRows(trials, control, result, controlValue) {
   const rows = [
     {
       branch: controlLabel(control),
       trialId: control.trial_id,
-      seeds: seeds.length || null,
-      metrics,
-      value: controlBest.value,
+      ...controlFigures(trials, control, result.control_summary),
       controlValue: null,
       gain: null,
       config: control.config,
@@ -178,6 +188,7 @@ function controlRows(trials, control, result, controlValue) {
       gain: isNum(ph.gain) ? ph.gain : null,
       gainStd: isNum(ph.gain_std) ? ph.gain_std : null,
       ci: Array.isArray(ph.gain_ci95) ? ph.gain_ci95 : null,
+      // The service's `significant`; a result stored by an older driver lacks it: the branches' rule, applied here.
       significant: typeof ph.significant === "boolean" ? ph.significant : ciExcludesZero(ph.gain_ci95),
       config: control.config,
     });
