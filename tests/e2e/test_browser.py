@@ -107,11 +107,10 @@ def finished_job(store: JobStore, settings: Settings) -> str:
     return job.id
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[str, str]]:
-    """(base URL, job id) of a uvicorn server in a thread over a fixture store; stopped after the test."""
+def ui_settings(tmp_path: Path) -> Settings:
+    """The page's test service: one token, no reconciling in the test's time, a fast event stream."""
     (tmp_path / "data").mkdir()
-    settings = Settings(
+    return Settings(
         state_dir=tmp_path,
         data_root=tmp_path / "data",
         api_tokens={TOKEN: OWNER},
@@ -119,6 +118,12 @@ def server(tmp_path: Path) -> Iterator[tuple[str, str]]:
         sse_poll_s=0.05,
         sse_heartbeat_s=1.0,
     )
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """(base URL, job id) of a uvicorn server in a thread over a fixture store; stopped after the test."""
+    settings = ui_settings(tmp_path)
     store = JobStore(f"sqlite:///{tmp_path / 'longtail.db'}")
     job_id = finished_job(store, settings)
     app = create_app(settings, dispatcher=FakeDispatcher(), store=store)

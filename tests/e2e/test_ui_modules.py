@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from support import serve_in_thread
-from test_browser import CHROMIUM_ARGS, OWNER, TOKEN, VIEWPORT, chromium_path
+from test_browser import CHROMIUM_ARGS, OWNER, TOKEN, VIEWPORT, chromium_path, ui_settings
 
 from service.app import create_app
 from service.dispatcher import DriverState
@@ -118,15 +118,7 @@ def running_job(store: JobStore, settings: Settings) -> str:
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[str, str]]:
     """(base URL, job id) of a uvicorn server in a thread over a store holding ``running_job``."""
-    (tmp_path / "data").mkdir()
-    settings = Settings(
-        state_dir=tmp_path,
-        data_root=tmp_path / "data",
-        api_tokens={TOKEN: OWNER},
-        reconcile_interval_s=3600,
-        sse_poll_s=0.05,
-        sse_heartbeat_s=1.0,
-    )
+    settings = ui_settings(tmp_path)
     store = JobStore(f"sqlite:///{tmp_path / 'longtail.db'}")
     job_id = running_job(store, settings)
     dispatcher = FakeDispatcher()
