@@ -60,6 +60,12 @@ class NothingToPlot(DomainError):
     status_code, code = 409, "no_finished_trials"
 
 
+class PlotsUnavailable(DomainError):
+    """The service was installed without matplotlib (the ``plots`` extra)."""
+
+    status_code, code = 501, "plots_unavailable"
+
+
 class NoModel(DomainError):
     status_code, code = 409, "no_model"
 

@@ -22,7 +22,7 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import ValidationError
 
 from service.deps import JobDep, OwnerDep, ServiceDep, SettingsDep, StoreDep
-from service.errors import InvalidJSON, InvalidParameter, NotFound, NothingToPlot, PayloadTooLarge
+from service.errors import InvalidJSON, InvalidParameter, NotFound, NothingToPlot, PayloadTooLarge, PlotsUnavailable
 from service.results import partial_result
 from service.schemas import (
     DeleteResponse,
@@ -464,6 +464,7 @@ def _predict(service: Any, job: JobRecord, body: PredictRequest) -> PredictRespo
         200: {"content": {"image/png": {}, "image/svg+xml": {}}, "description": "The figure"},
         409: {"description": "No trial has reported an epoch yet", "content": _ERROR_JSON},
         422: {"description": "An invalid format", "content": _ERROR_JSON},
+        501: {"description": "The service has no plots extra (matplotlib)", "content": _ERROR_JSON},
     },
     response_class=Response,
 )
@@ -474,7 +475,12 @@ def job_plot(
     format: Annotated[str | None, Query(pattern="^(png|svg)$")] = None,  # noqa: A002 - the query name
 ) -> Response:
     """A figure of the results: ``{kind}.png`` or ``{kind}.svg`` (or ``?format=svg``); kinds as in ``/plots``."""
-    from service import plots  # matplotlib: imported on the first plot, not at start-up
+    try:
+        from service import plots  # matplotlib: imported on the first plot, not at start-up
+    except ImportError:
+        raise PlotsUnavailable(
+            "this service was installed without figures: pip install 'longtail-service[plots]' and restart it"
+        ) from None
 
     kind, dot, ext = filename.rpartition(".")
     if not dot:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import threading
 from pathlib import Path
 
@@ -678,3 +679,14 @@ def test_an_npz_too_small_for_a_validation_split_is_a_422(api: Api, settings) ->
         settings.data_root / "own.npz", **arrays, x_test=rng.normal(size=(4, 3)), y_test=np.array([0, 1, 2, 2]), **own
     )
     assert api.client.post("/jobs", json=npz_spec("own.npz")).status_code == 201
+
+
+def test_plots_without_matplotlib_say_which_extra(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    import service
+
+    monkeypatch.setitem(sys.modules, "service.plots", None)  # what a service without the plots extra sees
+    monkeypatch.delattr(service, "plots", raising=False)
+    job_id = api.start()
+    r = api.client.get(f"/jobs/{job_id}/plots/per-class.png")
+    assert r.status_code == 501 and r.json()["error"]["code"] == "plots_unavailable"
+    assert "longtail-service[plots]" in r.json()["error"]["message"]
