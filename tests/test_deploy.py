@@ -230,7 +230,8 @@ def test_dockerfile():
     assert any(a.startswith("TORCH_SPEC") for a in args)
     run = " ".join(rest for word, rest in instructions if word == "RUN")
     assert "$TORCH_SPEC" in run
-    assert run.index("$TORCH_SPEC") < run.index("pip install ."), "torch is installed before the project"
+    assert run.index("$TORCH_SPEC") < run.index('pip install ".[all]"'), "torch is installed before the project"
+    # a bare `pip install .` is the client only: the image runs the service, Ray and the trials
     users = [rest for word, rest in instructions if word == "USER"]
     assert users and users[-1] not in ("root", "0"), "the image runs as a non-root user"
     entry = [rest for word, rest in instructions if word == "ENTRYPOINT"]
