@@ -60,9 +60,10 @@ def main() -> None:
     import ray.train
     from ray.train.torch import TorchTrainer
 
+    from jobs.plan import plan_trials
     from jobs.spec import JobSpec
     from jobs.train import METRICS_JSON, train_loop_per_worker
-    from jobs.tune import plan_trials, run_job
+    from jobs.tune import run_job
     from lt_core.datasets import load_dataset
     from lt_core.engine import FitConfig, fit
 

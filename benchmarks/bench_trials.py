@@ -254,8 +254,8 @@ def main() -> None:
 
     import ray
 
+    from jobs.plan import plan_trials
     from jobs.spec import JobSpec
-    from jobs.tune import plan_trials
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-trials-"))
     ray.init(

@@ -31,7 +31,6 @@ from jobs.plan import EvaluationOptions, TrialConfig
 from jobs.results import CHECKPOINT_SCORE, METRICS_JSON, SELECTION_SCORE, VAL_PREFIX, is_better
 from lt_core.datasets import LTData, load_dataset, with_validation
 from lt_core.engine import EpochEnd, FitConfig, FitHooks, fit, scalar_metrics, shard_indices
-from lt_core.engine import train_shard as train_shard  # noqa: F401  (moved to the engine; imported from here too)
 from lt_core.inference import make_manifest
 
 CHECKPOINT_FILE = "checkpoint.pt"

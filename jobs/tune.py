@@ -32,21 +32,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from jobs.plan import TRIAL_INDEX, TrialConfig, evaluation_options, plan_trials, resolve_trial, tpe_space
+from jobs.plan import evaluation_options, plan_trials, resolve_trial, tpe_space
 from jobs.results import CHECKPOINT_SCORE, METRICS_JSON, SELECTION_SCORE, ResultCollector, keep_checkpoints_setting
 from jobs.spec import TRIAL_DRIVER_CPU, JobSpec
 
-__all__ = [
-    "TRIAL_INDEX",
-    "ResultCollector",
-    "TrialConfig",
-    "asha_grace_period",
-    "make_search_alg",
-    "plan_trials",
-    "resolve_trial",
-    "run_job",
-    "tpe_space",
-]
+__all__ = ["asha_grace_period", "make_search_alg", "run_job"]
 
 logger = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from PIL import Image
 
 from jobs.plan import plan_trials
 from jobs.spec import JobSpec
-from jobs.train import TrialContext, run_trial, train_shard
+from jobs.train import TrialContext, run_trial
 from lt_core.datasets import DatasetError, load_dataset
-from lt_core.engine import loader_options, shard_indices
+from lt_core.engine import loader_options, shard_indices, train_shard
 
 TRAIN = {"ant": 5, "bee": 3, "cat": 2}
 

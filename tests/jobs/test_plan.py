@@ -9,8 +9,9 @@ import optuna
 import pytest
 
 from jobs.plan import TRIAL_INDEX, plan_trials, resolve_trial, tpe_space
+from jobs.results import ResultCollector
 from jobs.spec import Choice, Grid, JobSpec, LogUniform, QUniform, RandInt, Uniform
-from jobs.tune import ResultCollector, asha_grace_period
+from jobs.tune import asha_grace_period
 
 BASE = {"dataset": {"name": "digits_lt"}, "train": {"epochs": 10}}
 
