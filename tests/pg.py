@@ -80,6 +80,11 @@ class PgServer:
     def stop(self) -> None:
         self.run(self.pg_ctl, "-D", str(self.data), "-m", "immediate", "stop", check=False)
 
+    def discard(self) -> None:
+        """Stop the server and delete its files."""
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
 
 def start_server() -> PgServer:
     """Start a server (the caller stops it); ``unavailable()`` when it cannot be had."""
@@ -102,8 +107,7 @@ def start_server() -> PgServer:
     except (subprocess.CalledProcessError, AssertionError) as exc:
         log = (root / "log").read_text() if (root / "log").exists() else ""
         detail = getattr(exc, "stderr", "") or str(exc)
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
+        server.discard()
         unavailable(f"the server did not start: {detail.strip()[-500:]} {log[-500:]}")
     return server
 
@@ -114,8 +118,7 @@ def pg_server() -> Iterator[PgServer]:
     try:
         yield server
     finally:
-        server.stop()
-        shutil.rmtree(server.root, ignore_errors=True)
+        server.discard()
 
 
 def db_url_for(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:

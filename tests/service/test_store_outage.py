@@ -6,7 +6,6 @@ spool and delivers every one once the database is back, without a restart of the
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,8 +25,7 @@ def own_pg() -> Iterator[PgServer]:
     try:
         yield server
     finally:
-        server.stop()
-        shutil.rmtree(server.root, ignore_errors=True)
+        server.discard()
 
 
 def test_database_outage_is_503_and_the_driver_spool_delivers_afterwards(tmp_path: Path, own_pg: PgServer) -> None:
