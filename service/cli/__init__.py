@@ -26,7 +26,6 @@ from service.cli.formatting import format_config, format_table, results_csv, res
 
 if TYPE_CHECKING:
     from service.cli.supervise import local_service, stop_process_tree
-    from service.ray_head import kill_pids, pids_with_arg
 
 __all__ = [
     "DEMO_SPEC",
@@ -38,10 +37,8 @@ __all__ = [
     "app",
     "format_config",
     "format_table",
-    "kill_pids",
     "local_service",
     "main",
-    "pids_with_arg",
     "quick_demo_spec",
     "results_csv",
     "results_table",
@@ -52,8 +49,6 @@ __all__ = [
 _LAZY = {
     "local_service": "service.cli.supervise",
     "stop_process_tree": "service.cli.supervise",
-    "kill_pids": "service.ray_head",
-    "pids_with_arg": "service.ray_head",
 }
 
 

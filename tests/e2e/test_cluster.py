@@ -28,8 +28,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.cli import kill_pids, pids_with_arg, stop_process_tree, submit_when_accepted
+from service.cli import stop_process_tree, submit_when_accepted
 from service.client import Client, ServiceUnavailable
+from service.ray_head import kill_pids, pids_with_arg
 
 pytestmark = pytest.mark.e2e
 
